@@ -31,9 +31,9 @@ class AgentConfig:
     user_name: str = "User"
     context_budget: int = 1536  # prompt tokens; the reply's max_new_tokens come on top
     keep_recent: int = 2  # turns always kept verbatim when older ones are summarised
-    temperature: float = 0.7
-    top_p: float = 0.95
-    max_new_tokens: int = 120
+    temperature: float = 0.3  # small models drift out of character quickly at higher temperatures
+    top_p: float = 0.9
+    max_new_tokens: int = 80
     seed: int | None = None
 
 

@@ -219,7 +219,7 @@ def demo(
     out.rule(f"[bold]{c.name}[/] — imported into the workspace as '{slug}'")
     for i, s in enumerate(c.statements, 1):
         out.print(f"{i:>3}. {s.text}", highlight=False)
-    agent, load_s = _agent(slug, backend, model, None, "rag", 4, "chat", home, temperature=0.7, seed=7)
+    agent, load_s = _agent(slug, backend, model, None, "rag", 4, "chat", home, seed=7)
     out.rule(f"Chat on {backend}:{agent.llm.name} (model loaded in {load_s:.1f}s)")
     for message in DEMO_SCRIPT:
         out.print(f"[bold cyan]You:[/] {message}", highlight=False)
