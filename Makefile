@@ -37,7 +37,7 @@ lint: setup
 
 ## Optional fast CPU backend (compiles llama-cpp-python, several minutes).
 llamacpp: setup
-	$(BIN)/pip install -q "llama-cpp-python>=0.3"
+	$(BIN)/pip install -q "llama-cpp-python[server]>=0.3"
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -213,10 +213,16 @@ def demo(
     home: HomeOpt = None,
 ) -> None:
     """The main job: import a bundled character, show its persona, hold a scripted multi-turn chat."""
+    from .paths import slugify
+
     ws = _workspace(home)
     c = ws.resolve(character)
-    slug = ws.add(c, overwrite=True)
-    out.rule(f"[bold]{c.name}[/] — imported into the workspace as '{slug}'")
+    slug = slugify(c.name)
+    if ws.exists(slug):  # never overwrite a character the user may have edited
+        c, note = ws.get(slug), "already in the workspace"
+    else:
+        slug, note = ws.add(c), "imported into the workspace"
+    out.rule(f"[bold]{c.name}[/] — {note} as '{slug}'")
     for i, s in enumerate(c.statements, 1):
         out.print(f"{i:>3}. {s.text}", highlight=False)
     agent, load_s = _agent(slug, backend, model, None, "rag", 4, "chat", home, seed=7)

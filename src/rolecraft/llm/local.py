@@ -158,7 +158,9 @@ class LocalLLM(BaseLLM):
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         return [cut_at_stop(t, s.stop)[0] for t in texts]
 
-    def stream(self, messages: list[Message], sampling: Sampling | None = None, **overrides: Any) -> Iterator[str]:
+    def stream(
+        self, messages: list[Message], sampling: Sampling | None = None, **overrides: Any
+    ) -> Iterator[str]:
         import torch
         from transformers import TextIteratorStreamer
 
@@ -174,7 +176,8 @@ class LocalLLM(BaseLLM):
             def __call__(self, input_ids: Any, scores: Any, **kw: Any) -> bool:
                 return stop_event.is_set()
 
-        kwargs = self._gen_kwargs(s) | {"streamer": streamer, "stopping_criteria": StoppingCriteriaList([_Cancel()])}
+        cancel = StoppingCriteriaList([_Cancel()])
+        kwargs = self._gen_kwargs(s) | {"streamer": streamer, "stopping_criteria": cancel}
 
         errors: list[BaseException] = []
 
@@ -204,7 +207,7 @@ class LocalLLM(BaseLLM):
                 yield tail
         finally:
             # Stop generating when the caller stops reading (a stop string, or a client that left).
+            # No draining: the streamer's queue is unbounded, so the generating thread never blocks on
+            # it, and draining an already finished streamer would wait forever.
             stop_event.set()
-            for _ in streamer:
-                pass
             thread.join()
