@@ -98,7 +98,7 @@ def test_chat_rejects_bad_options(home: Path) -> None:
 
 
 def test_every_command_has_help() -> None:
-    for command in ["import", "export", "list", "chat", "demo"]:
+    for command in ["import", "export", "list", "chat", "demo", "score", "serve", "extract", "synth", "train"]:
         code, output = run(command, "--help")
         assert code == 0 and "Usage" in output
 

@@ -128,6 +128,16 @@ def _agent(character: str, backend: str, model: str | None, adapter: str | None,
     return RolePlayAgent(c, llm, cfg), load_s
 
 
+def _faithfulness(scorer: Any, agent: Any, message: str) -> None:
+    """The APC view of the last reply: total over all statements, and the statements it contradicts."""
+    c = agent.character
+    report = scorer.report(c.statement_texts, message, [agent.last.reply], character=c.name)[0]
+    out.print(f"  [bold]APC {report.total:.2f}[/] / {len(report.rows)} statements", highlight=False)
+    for row in report.rows:
+        if row.p_contradicted > 0.5:
+            out.print(f"  [red]✗ contradicts: {row.statement}[/] ({row.p_contradicted:.2f})", highlight=False)
+
+
 def _speak(agent: Any, message: str, show_statements: bool) -> None:
     name = agent.character.name
     out.print(f"[bold magenta]{name}:[/] ", end="")
@@ -196,6 +206,70 @@ def chat(
             _speak(agent, line, show_statements)
 
 
+@app.command()
+@friendly
+def score(
+    character: Annotated[str, typer.Argument(help="Workspace name, bundled example id, or file")],
+    query: Annotated[str, typer.Option("--query", "-q", help="The user's message")],
+    response: Annotated[list[str], typer.Option("--response", "-r", help="A reply to score (repeatable)")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the reports as JSON")] = False,
+    home: HomeOpt = None,
+) -> None:
+    """Score replies by APC faithfulness against every persona statement of a character."""
+    import json
+
+    from .apc import APCScorer
+
+    c = _workspace(home).resolve(character)
+    if not query.strip() or not any(r.strip() for r in response):
+        raise RolecraftError("--query and at least one non-empty --response are needed")
+    reports = APCScorer.pretrained().report(c.statement_texts, query, response, character=c.name)
+    if as_json:
+        print(json.dumps([r.to_dict() for r in reports], ensure_ascii=False, indent=2))
+        return
+    for r in reports:
+        table = Table("statement", "active", "P(rel)", "P(ent)", "P(con)", "contribution", title=r.response)
+        for row in r.rows:
+            colour = "red" if row.p_contradicted > 0.5 else "green" if row.p_entailed > 0.5 else ""
+            table.add_row(f"[{colour}]{row.statement}[/]" if colour else row.statement,
+                          "active" if row.active else "passive", f"{row.p_relevant:.2f}",
+                          f"{row.p_entailed:.2f}", f"{row.p_contradicted:.2f}", f"{row.contribution:.2f}")
+        out.print(table)
+        out.print(f"APC total [bold]{r.total:.2f}[/] over {len(r.rows)} statements (mean {r.mean:.3f})")
+
+
+train_app = typer.Typer(help="Train discriminators and role-play models.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+
+@train_app.command("discriminators")
+@friendly
+def train_discriminators(
+    task: Annotated[str | None, typer.Option(help="relevance | nli (not needed with --reproduce)")] = None,
+    train_file: Annotated[list[Path] | None, typer.Option("--train", help="JSONL file(s) to train on")] = None,
+    dev_file: Annotated[Path | None, typer.Option("--dev", help="JSONL dev file (default: a split)")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Folder for the trained model")] = None,
+    init_from: Annotated[str | None, typer.Option(help="'shipped' or a model folder to start from")] = None,
+    epochs: Annotated[float, typer.Option(help="Passes over the training rows")] = 1.0,
+    max_minutes: Annotated[float | None, typer.Option(help="Stop after this many minutes")] = None,
+    reproduce: Annotated[bool, typer.Option(help="Retrain the shipped models from ../shared/data")] = False,
+    install: Annotated[bool, typer.Option(help="With --reproduce: replace the shipped models")] = False,
+) -> None:
+    """Train a relevance or NLI discriminator from JSONL rows, or reproduce the shipped ones."""
+    from .train.discriminators import TrainConfig, reproduce_shipped, train
+
+    if reproduce:
+        results = reproduce_shipped(install=install)
+        for name, metrics in results.items():
+            out.print(f"{name}: dev {metrics.get('dev')}", highlight=False)
+        return
+    if not task or not train_file or not output:
+        raise RolecraftError("--task, --train and --output are needed (or --reproduce)")
+    metrics = train(TrainConfig(task=task, train_files=list(train_file), output_dir=output, dev_file=dev_file,
+                                init_from=init_from, epochs=epochs, max_minutes=max_minutes))
+    out.print(f"Saved to {output}; dev metrics: {metrics.get('dev')}", highlight=False)
+
+
 DEMO_SCRIPT = [
     "Hello! Who are you, and where do you live?",
     "What do you do every evening?",
@@ -226,10 +300,31 @@ def demo(
     for i, s in enumerate(c.statements, 1):
         out.print(f"{i:>3}. {s.text}", highlight=False)
     agent, load_s = _agent(slug, backend, model, None, "rag", 4, "chat", home, seed=7)
-    out.rule(f"Chat on {backend}:{agent.llm.name} (model loaded in {load_s:.1f}s)")
+    from .apc import APCScorer
+
+    t0 = time.perf_counter()
+    scorer = APCScorer.pretrained()
+    out.rule(f"Chat on {backend}:{agent.llm.name} (model loaded in {load_s:.1f}s, "
+             f"APC scorer in {time.perf_counter() - t0:.1f}s)")
+    out.print("[dim]Under each reply: the statements it was given (•), its APC score over all statements, "
+              "and any statement it contradicts (✗).[/]")
     for message in DEMO_SCRIPT:
         out.print(f"[bold cyan]You:[/] {message}", highlight=False)
         _speak(agent, message, show_statements=True)
+        _faithfulness(scorer, agent, message)
+
+
+def _register_subcommands() -> None:
+    # These modules import only typer at top level, so registering them keeps `rolecraft --help` fast.
+    from .server.command import serve
+    from .synth.commands import extract, synth_app
+
+    app.command("serve")(friendly(serve))
+    app.command("extract", help="Extract persona statements from the profile (same as `synth statements`).")(extract)
+    app.add_typer(synth_app, name="synth")
+
+
+_register_subcommands()
 
 
 def main() -> None:

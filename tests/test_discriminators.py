@@ -1,0 +1,200 @@
+"""Discriminator encoding, persistence, data readers, metrics and a tiny training run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rolecraft.discriminators import WEIGHTS_FILE, Discriminator, shipped_dir
+from rolecraft.errors import RolecraftError
+from rolecraft.train.discriminators import (
+    TrainConfig,
+    nli_metrics,
+    read_examples,
+    relevance_metrics,
+    roc_auc,
+    train,
+)
+
+ROWS = [
+    {
+        "character": "Alice",
+        "statement": "Alice plays the guitar.",
+        "query": "What do you play?",
+        "response": "I play the guitar every day.",
+    },
+    {
+        "character": None,
+        "statement": "I live in Paris.",
+        "query": "Where do you live?",
+        "response": "I live in Rome.",
+    },
+    {"statement": "Bob is a chef.", "query": "", "response": "Bob cooks for a living in a busy restaurant."},
+]
+
+
+@pytest.fixture(scope="module")
+def relevance_model() -> Discriminator:
+    return Discriminator.pretrained("relevance")
+
+
+@pytest.fixture(scope="module")
+def nli_model() -> Discriminator:
+    return Discriminator.pretrained("nli")
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_shipped_folders_hold_only_small_deltas() -> None:
+    total = 0
+    for task in ("relevance", "nli"):
+        folder = shipped_dir(task)
+        config = json.loads((folder / "config.json").read_text())
+        assert config["task"] == task and config["labels"]
+        assert (folder / "training.json").is_file()
+        total += sum(f.stat().st_size for f in folder.iterdir())
+    assert total < 5_000_000  # no copy of the 90 MB base encoder
+
+
+def test_labels_come_from_config(relevance_model: Discriminator, nli_model: Discriminator) -> None:
+    assert relevance_model.labels == ["irrelevant", "relevant"]
+    assert nli_model.labels == ["entailed", "neutral", "contradicted"]
+
+
+def test_predict_proba_shape_and_batch_independence(nli_model: Discriminator) -> None:
+    big = nli_model.predict_proba(ROWS, batch_size=64)
+    small = nli_model.predict_proba(ROWS, batch_size=1)
+    assert big.shape == (3, 3)
+    np.testing.assert_allclose(big.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(big, small, atol=1e-4)
+    assert nli_model.predict_proba([]).shape == (0, 3)
+
+
+def test_truncation_keeps_reply_start(nli_model: Discriminator) -> None:
+    row = {"statement": "long " * 400, "query": "why " * 300, "response": "unique reply words " + "x " * 50}
+    ((ids, types),) = nli_model.encode([row])
+    assert len(ids) == len(types) <= nli_model.config.max_length
+    assert "unique reply words" in nli_model.tokenizer.decode(ids)
+
+
+def test_save_load_round_trip(relevance_model: Discriminator, tmp_path: Path) -> None:
+    rows = [{"statement": r["statement"], "query": r["query"]} for r in ROWS]
+    before = relevance_model.predict_proba(rows)
+    relevance_model.save(tmp_path / "copy")
+    again = Discriminator.load(tmp_path / "copy")
+    np.testing.assert_allclose(again.predict_proba(rows), before, atol=1e-5)
+    assert (tmp_path / "copy" / WEIGHTS_FILE).stat().st_size < 3_000_000
+
+
+def test_load_missing_folder_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(RolecraftError, match="not a discriminator folder"):
+        Discriminator.load(tmp_path)
+
+
+def test_readers_accept_native_and_canonical_formats(tmp_path: Path) -> None:
+    nli = write_jsonl(
+        tmp_path / "pairs.jsonl",
+        [
+            {
+                "premise": "A dog runs.",
+                "hypothesis": "An animal moves.",
+                "label": "entailment",
+                "source": "snli",
+            },
+            {
+                "premise": "A dog runs.",
+                "hypothesis": "A cat sleeps.",
+                "label": "not_entailment",
+                "source": "rte",
+            },
+            {
+                "id": "1",
+                "character": "Al",
+                "statement": "Al is tall.",
+                "query": "Tall?",
+                "response": "No, short.",
+                "labels": ["contradicted", "neutral"],
+            },
+        ],
+    )
+    rows = read_examples(nli, "nli")
+    assert [(e.statement, e.response, e.label) for e in rows] == [
+        ("A dog runs.", "An animal moves.", "entailed"),  # the two-way row is skipped
+        ("Al is tall.", "No, short.", "contradicted"),  # first of the disagreeing labels
+    ]
+    rel = write_jsonl(
+        tmp_path / "rel.jsonl",
+        [
+            {"fact": "Paris is in France.", "question": "Where is Paris?", "label": 1},
+            {"statement": "Al is tall.", "query": "Hi", "label": "no"},
+            {"statement": "Al is tall.", "query": "How tall?", "relevant": "yes"},
+        ],
+    )
+    assert [e.label for e in read_examples(rel, "relevance")] == ["relevant", "irrelevant", "relevant"]
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"statement": "s", "label": "entailed", "response": "r"}, "missing field 'query'"),
+        ({"statement": "s", "query": "q", "response": "r", "label": "maybe"}, "unknown label 'maybe'"),
+    ],
+)
+def test_bad_rows_name_file_and_line(tmp_path: Path, row: dict, message: str) -> None:
+    good = {"statement": "s", "query": "q", "response": "r", "label": "neutral"}
+    path = write_jsonl(tmp_path / "bad.jsonl", [good, row])
+    with pytest.raises(RolecraftError, match=message) as info:
+        read_examples(path, "nli")
+    assert "bad.jsonl, line 2" in str(info.value)
+
+
+def test_metrics() -> None:
+    assert roc_auc([0.1, 0.4, 0.35, 0.8], [False, False, True, True]) == pytest.approx(0.75)
+    assert roc_auc([0.5, 0.5], [False, True]) == pytest.approx(0.5)
+    rel = relevance_metrics([0.9, 0.2, 0.6], ["relevant", "irrelevant", "irrelevant"])
+    assert rel["accuracy"] == pytest.approx(2 / 3) and rel["roc_auc"] == pytest.approx(1.0)
+    labels = ["entailed", "neutral", "contradicted"]
+    proba = np.eye(3)[[0, 1, 2, 1]]
+    nli = nli_metrics(proba, ["entailed", "neutral", "contradicted", "contradicted"], labels)
+    assert nli["accuracy"] == pytest.approx(0.75)
+    assert nli["confusion"] == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
+    assert nli["macro_f1"] == pytest.approx((1 + 2 / 3 + 2 / 3) / 3)
+
+
+def test_tiny_training_run_writes_a_loadable_model(tmp_path: Path) -> None:
+    labels = ["entailed", "neutral", "contradicted"]
+    rows = [
+        {
+            "id": str(i),
+            "character": "Bo",
+            "statement": f"Bo owns {i} cats.",
+            "query": "Pets?",
+            "response": f"I have {i if i % 3 == 0 else i + 1} cats.",
+            "label": labels[i % 3],
+        }
+        for i in range(32)
+    ]
+    data = write_jsonl(tmp_path / "train.jsonl", rows)
+    config = TrainConfig(
+        task="nli",
+        train_files=[data],
+        output_dir=tmp_path / "model",
+        batch_size=8,
+        max_steps=2,
+        eval_every=1,
+        dev_fraction=0.25,
+        seed=1,
+    )
+    metrics = train(config)
+    assert metrics["steps"] == 2
+    saved = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    assert saved["dev"]["n"] == 8
+    assert json.loads((tmp_path / "model" / "training.json").read_text())["sources"]["train"]["rows"] == 32
+    model = Discriminator.load(tmp_path / "model")
+    assert model.predict_proba(rows[:2]).shape == (2, 3)
