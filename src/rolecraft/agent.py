@@ -19,7 +19,7 @@ from .character import Character
 from .llm.base import LLM, Message
 from .retrieval import Retriever, keyword_hits
 
-Mode = Literal["rag", "all"]
+Mode = Literal["rag", "all", "none"]  # none: only the name, the no-persona baseline
 Style = Literal["chat", "quote"]
 
 
@@ -106,6 +106,8 @@ class RolePlayAgent:
         keyed = [s for s in self.character.statements if s.keys]
         recent = self.memory.recent[-1].reply if self.memory.recent else ""
         hits = keyword_hits([s.keys for s in keyed], f"{recent}\n{message}")
+        if self.config.mode == "none":
+            return []
         chosen = plain
         if self.config.mode == "rag" and len(plain) > self.config.top_k:
             chosen = [plain[i] for i in self.retriever.select(plain, message, self.config.top_k)]
@@ -155,7 +157,11 @@ class RolePlayAgent:
         return " ".join(text.split()) or self.memory.summary
 
     # -- the turn ----------------------------------------------------------------------------
-    def _prepare(self, message: str) -> tuple[list[Message], list[str], bool, dict[str, object]]:
+    def prepare(self, message: str) -> tuple[list[Message], list[str], bool, dict[str, object]]:
+        """Everything a reply needs, without generating it: (prompt, statements, summarised?, sampling).
+
+        Callers that generate elsewhere (a batching server, best-of-n sampling) pass the reply to `commit`.
+        """
         message = message.strip()
         statements = self.select_statements(message)
         msgs, summarized = self._fit_budget(message, statements)
@@ -173,22 +179,23 @@ class RolePlayAgent:
         return msgs, statements, summarized, sampling
 
     def respond(self, message: str) -> TurnResult:
-        msgs, statements, summarized, sampling = self._prepare(message)
+        msgs, statements, summarized, sampling = self.prepare(message)
         reply = self.clean(self.llm.chat(msgs, **sampling))
-        return self._remember(message, reply, statements, msgs, summarized)
+        return self.commit(message, reply, statements, msgs, summarized)
 
     def stream(self, message: str) -> Iterator[str]:
         """Yields reply text as it is generated; `self.last` holds the TurnResult afterwards."""
-        msgs, statements, summarized, sampling = self._prepare(message)
+        msgs, statements, summarized, sampling = self.prepare(message)
         raw = ""
         for piece in self.llm.stream(msgs, **sampling):
             raw += piece
             yield piece
-        self.last = self._remember(message, self.clean(raw), statements, msgs, summarized)
+        self.last = self.commit(message, self.clean(raw), statements, msgs, summarized)
 
-    def _remember(
+    def commit(
         self, message: str, reply: str, statements: list[str], msgs: list[Message], summarized: bool
     ) -> TurnResult:
+        """Record a finished turn in memory; the next prompt includes it."""
         turn = Turn(message.strip(), reply, statements)
         self.memory.recent.append(turn)
         self.memory.log.append(turn)

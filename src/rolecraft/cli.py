@@ -115,8 +115,8 @@ def _agent(character: str, backend: str, model: str | None, adapter: str | None,
     from .agent import AgentConfig, RolePlayAgent
     from .llm import load_llm
 
-    if mode not in ("rag", "all"):
-        raise RolecraftError(f"--mode must be 'rag' or 'all', not {mode!r}")
+    if mode not in ("rag", "all", "none"):
+        raise RolecraftError(f"--mode must be 'rag', 'all' or 'none', not {mode!r}")
     if style not in ("chat", "quote"):
         raise RolecraftError(f"--style must be 'chat' or 'quote', not {style!r}")
     c = _workspace(home).resolve(character)
@@ -162,7 +162,7 @@ def chat(
     backend: Backend = "local",
     model: ModelOpt = None,
     adapter: Annotated[str | None, typer.Option(help="LoRA adapter folder (local backend)")] = None,
-    mode: Annotated[str, typer.Option(help="rag: top-k relevant statements; all: every statement")] = "rag",
+    mode: Annotated[str, typer.Option(help="rag: top-k statements; all: every statement; none: name only")] = "rag",
     top_k: Annotated[int, typer.Option("--top-k", help="Statements retrieved per message in rag mode")] = 5,
     style: Annotated[str, typer.Option(help="chat: chat messages; quote: EGOS quoted speech")] = "chat",
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature (0 = greedy)")] = None,

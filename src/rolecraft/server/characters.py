@@ -222,7 +222,7 @@ class CharacterServer:
         agent = ServedAgent(character, self.gated, config, self.retriever)
         agent.memory = stored.memory if stored else conv.memory(character.name)
         msgs, statements, summarized, sampling = await run_in_threadpool(
-            agent.prepare, conv.message, client_stops(req)
+            agent.prepare_request, conv.message, client_stops(req)
         )
         needed = await run_in_threadpool(self.engine.count_tokens, msgs) + sampling.max_new_tokens
         if needed > window:

@@ -6,25 +6,22 @@ import re
 import threading
 from dataclasses import replace
 
-from ..agent import AgentConfig, RolePlayAgent, TurnResult
+from ..agent import AgentConfig, RolePlayAgent
 from ..llm.base import Message, Sampling
 from ..retrieval import Retriever
 from .protocol import ChatRequest
 
 
 class ServedAgent(RolePlayAgent):
-    """Splits `respond` in two so the server can generate in between (batched, streamed, n choices)."""
+    """The agent with the client's sampling wishes folded in; the server generates between prepare and commit."""
 
-    def prepare(self, message: str, extra_stop: list[str]) -> tuple[list[Message], list[str], bool, Sampling]:
+    def prepare_request(
+        self, message: str, extra_stop: list[str]
+    ) -> tuple[list[Message], list[str], bool, Sampling]:
         """Statements, memory folding and the prompt; the reply's sampling with the client's stops added."""
-        msgs, statements, summarized, sampling = self._prepare(message)
+        msgs, statements, summarized, sampling = self.prepare(message)
         stop = [*sampling.pop("stop"), *extra_stop]  # type: ignore[misc]
         return msgs, statements, summarized, Sampling(stop=tuple(stop), **sampling)  # type: ignore[arg-type]
-
-    def commit(
-        self, message: str, reply: str, statements: list[str], msgs: list[Message], summarized: bool
-    ) -> TurnResult:
-        return self._remember(message, reply, statements, msgs, summarized)
 
 
 def agent_config(base: AgentConfig, req: ChatRequest, max_tokens: int) -> AgentConfig:
