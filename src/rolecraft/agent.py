@@ -34,6 +34,7 @@ class AgentConfig:
     temperature: float = 0.3  # small models drift out of character quickly at higher temperatures
     top_p: float = 0.9
     max_new_tokens: int = 80
+    repetition_penalty: float = 1.15  # a 135M model otherwise loops on one phrase within a few dozen tokens
     seed: int | None = None
 
 
@@ -173,6 +174,7 @@ class RolePlayAgent:
             "temperature": cfg.temperature,
             "top_p": cfg.top_p,
             "max_new_tokens": cfg.max_new_tokens,
+            "repetition_penalty": cfg.repetition_penalty,
             "stop": stop,
             "seed": cfg.seed,
         }

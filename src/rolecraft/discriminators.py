@@ -21,9 +21,7 @@ import importlib.resources
 import json
 import math
 import re
-import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ import torch
 from torch import nn
 
 from .errors import RolecraftError
+from .hf import quiet_loading
 from .paths import atomic_write_bytes, atomic_write_json
 
 TASK_LABELS: dict[str, tuple[str, ...]] = {
@@ -147,7 +146,7 @@ class Discriminator(nn.Module):
             target_modules=LORA_TARGETS,
             bias="none",
         )
-        with _quiet_loading():
+        with quiet_loading():
             self.tokenizer = AutoTokenizer.from_pretrained(str(base))
             encoder = AutoModel.from_pretrained(str(base), add_pooling_layer=False)
             self.encoder = get_peft_model(encoder, lora)
@@ -372,24 +371,6 @@ def speaker_to_name(reply: str, name: str) -> str:
 def _short_name(character: str) -> str:
     """The name as statements use it: "Alice Carter (guitarist)" -> "Alice Carter"."""
     return re.sub(r"\s*[(\[].*$", "", character).strip() or character
-
-
-@contextmanager
-def _quiet_loading() -> Iterator[None]:
-    """Hide the load report (the unused pooler weights are expected) and the loading bar."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bar:
-            hf_logging.enable_progress_bar()
 
 
 def _text(row: Row, key: str, required: bool = True) -> str:

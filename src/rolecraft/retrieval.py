@@ -43,7 +43,10 @@ class EmbeddingRetriever:
     def __init__(self, reranker: Reranker | None = None, candidates: int = 20, device: str | None = None):
         from sentence_transformers import SentenceTransformer
 
-        self.model = SentenceTransformer(str(minilm_path()), device=device)
+        from .hf import quiet_loading
+
+        with quiet_loading():
+            self.model = SentenceTransformer(str(minilm_path()), device=device)
         self.reranker = reranker
         self.candidates = candidates
         self._cache: dict[str, np.ndarray] = {}

@@ -21,6 +21,8 @@ class Sampling:
     max_new_tokens: int = 200
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    # >1 discourages repeating earlier tokens (local and llamacpp backends; OpenAI's API has no such field).
+    repetition_penalty: float = 1.0
 
     def with_(self, **overrides: Any) -> Sampling:
         """A copy with the given fields replaced (None values are ignored; `stop` accepts a list)."""

@@ -87,6 +87,8 @@ class LlamaCppLLM(BaseLLM):
             kw["stop"] = list(s.stop)
         if s.seed is not None:
             kw["seed"] = s.seed
+        if s.repetition_penalty != 1.0:
+            kw["repeat_penalty"] = s.repetition_penalty
         return kw
 
     @contextmanager

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RolecraftError
+from ..hf import quiet_loading
 from ..paths import cache_dir
 from .base import BaseLLM, Message, Sampling, StopStream, cut_at_stop, split_prefill
 
@@ -103,7 +104,8 @@ class LocalLLM(BaseLLM):
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(self.device)
+        with quiet_loading():
+            self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(self.device)
         if adapter:
             from peft import PeftModel
 
@@ -135,6 +137,8 @@ class LocalLLM(BaseLLM):
             kw.update(do_sample=True, temperature=s.temperature, top_p=s.top_p)
         else:
             kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if s.repetition_penalty != 1.0:
+            kw["repetition_penalty"] = s.repetition_penalty
         if s.stop:
             kw.update(stop_strings=list(s.stop), tokenizer=self.tokenizer)
         return kw

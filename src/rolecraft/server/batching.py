@@ -111,7 +111,7 @@ class LocalBatcher:
                     done = [row.feed(token) for row, token in zip(rows, last, strict=True)]
                 return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
-        s = jobs[0].sampling  # jobs in one batch share temperature, top_p and seed (Job.batch_key)
+        s = jobs[0].sampling  # jobs in one batch share their sampling settings (Job.batch_key)
         kwargs: dict[str, Any] = {
             "max_new_tokens": max(job.sampling.max_new_tokens for job in jobs),
             "pad_token_id": tokenizer.pad_token_id,
@@ -121,6 +121,8 @@ class LocalBatcher:
             kwargs.update(do_sample=True, temperature=s.temperature, top_p=s.top_p)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if s.repetition_penalty != 1.0:
+            kwargs["repetition_penalty"] = s.repetition_penalty
         if s.seed is not None:
             torch.manual_seed(s.seed)
         with torch.inference_mode():

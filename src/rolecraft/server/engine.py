@@ -66,7 +66,9 @@ class Job:
 
     def batch_key(self) -> tuple[Any, ...]:
         s = self.sampling  # only rows sampled alike can share a generate() call
-        return ("greedy",) if s.temperature < MIN_TEMPERATURE else (s.temperature, s.top_p, s.seed)
+        if s.temperature < MIN_TEMPERATURE:
+            return ("greedy", s.repetition_penalty)
+        return (s.temperature, s.top_p, s.seed, s.repetition_penalty)
 
     # -- worker side -------------------------------------------------------------------------
     def _put(self, event: tuple[str, int, Any]) -> None:

@@ -1,9 +1,4 @@
-"""`rolecraft extract` and `rolecraft synth ...`: thin commands over `rolecraft.synth`.
-
-Register in the main CLI with:
-    app.command("extract")(extract)
-    app.add_typer(synth_app, name="synth")
-"""
+"""`rolecraft extract` and `rolecraft synth ...`: thin commands over `rolecraft.synth`."""
 
 from __future__ import annotations
 
