@@ -38,10 +38,13 @@ def serve(
         list[str] | None,
         typer.Option("--api-key", help="Require this key (repeatable; also $ROLECRAFT_API_KEY, comma-separated)"),
     ] = None,
-    mode: Annotated[str, typer.Option(help="rag: top-k relevant statements; all: every statement")] = "rag",
+    mode: Annotated[str, typer.Option(help="rag: top-k statements; all: every statement; none: name only")] = "rag",
     top_k: Annotated[int, typer.Option("--top-k", help="Statements retrieved per message in rag mode")] = 5,
     style: Annotated[str, typer.Option(help="chat: chat messages; quote: EGOS quoted speech")] = "chat",
     max_tokens: Annotated[int, typer.Option(help="Cap on a reply's tokens (larger requests are clamped)")] = 512,
+    repetition_penalty: Annotated[
+        float, typer.Option(help="Default for requests that send none (>1 keeps small models from looping)")
+    ] = 1.15,
     max_pending: Annotated[int, typer.Option(help="Requests admitted at once; more get 429 + Retry-After")] = 32,
     max_batch: Annotated[int, typer.Option(help="Rows generated together on the local backend")] = 16,
     max_body: Annotated[int, typer.Option(help="Largest request body, in bytes")] = 1_000_000,
@@ -49,14 +52,16 @@ def serve(
 ) -> None:
     """Serve the workspace's characters over an OpenAI-compatible API, with a chat page at /."""
     from ..agent import AgentConfig
-    from ..llm import load_llm
+    from ..llm import Sampling, load_llm
     from ..workspace import Workspace
     from .characters import ServerConfig, create_character_app
     from .openai_api import Limits
     from .openai_api import serve as run
 
-    if mode not in ("rag", "all"):
-        raise RolecraftError(f"--mode must be 'rag' or 'all', not {mode!r}")
+    if mode not in ("rag", "all", "none"):
+        raise RolecraftError(f"--mode must be 'rag', 'all' or 'none', not {mode!r}")
+    if not 0 < repetition_penalty <= 2:
+        raise RolecraftError("--repetition-penalty must be in (0, 2]")
     if style not in ("chat", "quote"):
         raise RolecraftError(f"--style must be 'chat' or 'quote', not {style!r}")
     for name, value in (("max-tokens", max_tokens), ("max-pending", max_pending), ("max-batch", max_batch),
@@ -66,8 +71,11 @@ def serve(
     workspace = Workspace(home)
     limits = Limits(max_body, max_messages, max_tokens, max_pending, max_batch)
     keys = _keys(api_key)
-    config = ServerConfig(limits, keys, AgentConfig(mode=mode, top_k=top_k, style=style))  # type: ignore[arg-type]
-    llm = load_llm(backend, model, adapter=adapter)
+    agent = AgentConfig(mode=mode, top_k=top_k, style=style, repetition_penalty=repetition_penalty)  # type: ignore[arg-type]
+    config = ServerConfig(limits, keys, agent)
+    # The base model's own route starts from the same default; OpenAI's API has no such field to send on.
+    kwargs = {} if backend == "openai" else {"sampling": Sampling(repetition_penalty=repetition_penalty)}
+    llm = load_llm(backend, model, adapter=adapter, **kwargs)
     app = create_character_app(llm, db or workspace.root / "sessions.sqlite3", workspace, config)
     typer.echo(f"rolecraft: serving {', '.join(app.state.server.catalog.ids()) or 'no characters'} "
                f"on {backend}:{llm.name} at http://{host}:{port}/ (API key {'required' if keys else 'off'})")

@@ -119,6 +119,7 @@ class ChatRequest(Strict):
     stop: str | list[str] | None = None
     n: int = Field(1, ge=1, le=16)
     seed: int | None = Field(None, ge=-(2**63), lt=2**63)  # what torch's generator accepts
+    repetition_penalty: float | None = Field(None, gt=0, le=2)  # an extension vLLM and llama.cpp also accept
     stream: bool = False
     stream_options: StreamOptions | None = None
 
@@ -129,6 +130,7 @@ class ChatRequest(Strict):
             max_new_tokens=self.max_completion_tokens or self.max_tokens,
             stop=self.stop,
             seed=self.seed,
+            repetition_penalty=self.repetition_penalty,
         )
 
     @property

@@ -33,6 +33,7 @@ def agent_config(base: AgentConfig, req: ChatRequest, max_tokens: int) -> AgentC
         top_p=base.top_p if req.top_p is None else req.top_p,
         max_new_tokens=min(wanted, max_tokens),
         seed=base.seed if req.seed is None else req.seed,
+        repetition_penalty=base.repetition_penalty if req.repetition_penalty is None else req.repetition_penalty,
     )
 
 
