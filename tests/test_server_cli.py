@@ -25,7 +25,13 @@ def cli() -> typer.Typer:
 
 def test_serve_builds_the_character_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     served: dict[str, Any] = {}
-    monkeypatch.setattr(llm_module, "load_llm", lambda backend, model, adapter=None: ScriptedLLM())
+    loaded: dict[str, Any] = {}
+
+    def load(backend: str, model: str | None, adapter: str | None = None, **kwargs: Any) -> ScriptedLLM:
+        loaded.update(kwargs)
+        return ScriptedLLM()
+
+    monkeypatch.setattr(llm_module, "load_llm", load)
     monkeypatch.setattr(openai_api, "serve", lambda app, host, port: served.update(app=app, host=host, port=port))
     monkeypatch.setenv("ROLECRAFT_API_KEY", "sk-env1, sk-env2")
     ws = workspace(tmp_path)
@@ -39,6 +45,8 @@ def test_serve_builds_the_character_app(tmp_path: Path, monkeypatch: pytest.Monk
     assert server.config.api_keys == ("sk-cli", "sk-env1", "sk-env2")
     assert server.limits.max_tokens == 64
     assert server.store.path == ws.root / "sessions.sqlite3"
+    # the small-model repetition penalty is the default for characters and for the base model's route
+    assert server.config.agent.repetition_penalty == loaded["sampling"].repetition_penalty == 1.15
 
 
 @pytest.mark.parametrize(("options", "message"), [
