@@ -85,6 +85,18 @@ def shared_data_dir() -> Path:
     return Path(__file__).resolve().parents[4] / "shared" / "data"
 
 
+def portable_path(path: str | Path) -> str:
+    """A path as recorded in training.json: relative to ../shared/data or the working folder when inside them,
+    so that a shipped record names no folder of the machine it was trained on."""
+    resolved = Path(path).resolve()
+    for root, prefix in ((shared_data_dir(), "../shared/data"), (Path.cwd(), ".")):
+        try:
+            return f"{prefix}/{resolved.relative_to(root.resolve()).as_posix()}"
+        except ValueError:
+            continue
+    return str(path)
+
+
 # ----- examples and readers ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class Example:
@@ -340,9 +352,9 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         for key in ("train_files", "eval_files"):
-            data[key] = [str(p) for p in data[key]]
+            data[key] = [portable_path(p) for p in data[key]]
         for key in ("output_dir", "dev_file", "init_from"):
-            data[key] = None if data[key] is None else str(data[key])
+            data[key] = None if data[key] is None else portable_path(data[key])
         return data
 
 
@@ -598,7 +610,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         "dev": evaluate(model, dev_rows) if dev_rows else None,
         "history": history,
         "heldout": _heldout_metrics(model, heldout, config, rng),
-        "eval": {str(p): evaluate(model, read_examples(p, config.task)) for p in config.eval_files},
+        "eval": {portable_path(p): evaluate(model, read_examples(p, config.task)) for p in config.eval_files},
     }
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_json(out / "training.json", _training_record(config, train_rows + dev_rows, train_seconds))
