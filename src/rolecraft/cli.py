@@ -34,7 +34,9 @@ def friendly(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except RolecraftError as e:
-            err.print(f"[bold red]Error:[/] {e}", highlight=False)
+            from rich.markup import escape
+
+            err.print(f"[bold red]Error:[/] {escape(str(e))}", highlight=False)  # "[dpo]" in a message is text
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
@@ -119,7 +121,12 @@ def _agent(character: str, backend: str, model: str | None, adapter: str | None,
         raise RolecraftError(f"--mode must be 'rag', 'all' or 'none', not {mode!r}")
     if style not in ("chat", "quote"):
         raise RolecraftError(f"--style must be 'chat' or 'quote', not {style!r}")
-    c = _workspace(home).resolve(character)
+    ws = _workspace(home)
+    c = ws.resolve(character)
+    if adapter:
+        from .train.common import resolve_adapter
+
+        adapter = str(resolve_adapter(adapter, ws, c.slug))
     t0 = time.perf_counter()
     llm = load_llm(backend, model, adapter=adapter)
     load_s = time.perf_counter() - t0
@@ -161,7 +168,8 @@ def chat(
     once: Annotated[str | None, typer.Option("--once", help="Send one message, print the reply, exit")] = None,
     backend: Backend = "local",
     model: ModelOpt = None,
-    adapter: Annotated[str | None, typer.Option(help="LoRA adapter folder (local backend)")] = None,
+    adapter: Annotated[str | None, typer.Option(help="LoRA adapter: a name in the character's adapters/ "
+                                                "(e.g. 'dpo') or a folder (local backend)")] = None,
     mode: Annotated[str, typer.Option(help="rag: top-k statements; all: every statement; none: name only")] = "rag",
     top_k: Annotated[int, typer.Option("--top-k", help="Statements retrieved per message in rag mode")] = 5,
     style: Annotated[str, typer.Option(help="chat: chat messages; quote: EGOS quoted speech")] = "chat",
@@ -270,6 +278,223 @@ def train_discriminators(
     out.print(f"Saved to {output}; dev metrics: {metrics.get('dev')}", highlight=False)
 
 
+def _character_target(character: str, home: Path | None):  # noqa: ANN202
+    from .synth.pipeline import target_for
+
+    return target_for(character, home)[0]
+
+
+@train_app.command("sft")
+@friendly
+def train_sft_cmd(
+    character: Annotated[str, typer.Argument(help="Workspace name, bundled example id, or a profile file")],
+    alpaca: Annotated[list[Path] | None, typer.Option("--alpaca", help="Alpaca JSON/JSONL file (instruction, "
+                                                      "input, output); repeatable")] = None,
+    alpaca_limit: Annotated[int | None, typer.Option(help="Use at most this many Alpaca rows")] = None,
+    experiences: Annotated[bool, typer.Option(help="Train on the experience rows (datasets/sft.jsonl)")] = True,
+    name: Annotated[str, typer.Option(help="Adapter name, saved as <workspace>/<character>/adapters/<name>")] = "sft",
+    parent: Annotated[str | None, typer.Option(help="Start from this adapter (name or folder), merged in")] = None,
+    model: ModelOpt = None,
+    steps: Annotated[int, typer.Option(min=1, help="Optimiser steps")] = 4,
+    batch_size: Annotated[int, typer.Option(min=1)] = 2,
+    grad_accum: Annotated[int, typer.Option(min=1, help="Gradient accumulation steps")] = 1,
+    learning_rate: Annotated[float, typer.Option("--lr")] = 2e-4,
+    rank: Annotated[int, typer.Option(min=1, help="LoRA rank")] = 8,
+    alpha: Annotated[int | None, typer.Option(help="LoRA alpha (default: 2 x rank)")] = None,
+    max_length: Annotated[int, typer.Option(min=16, help="Tokens per example (prompt + reply)")] = 384,
+    gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for memory")] = False,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for torch")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """LoRA SFT on experience dialogues and/or Alpaca instruction data; loss on the replies only."""
+    from .train.common import LoraSettings, resolve_adapter
+    from .train.sft import SftConfig, train_sft
+
+    target = _character_target(character, home)
+    rows = target.folder / "datasets" / "sft.jsonl"
+    exp = rows if experiences and rows.is_file() and rows.stat().st_size > 0 else None
+    if experiences and exp is None and not alpaca:
+        raise RolecraftError(f"No experience rows in {rows} (make them with `rolecraft synth all {target.slug}`) "
+                             "and no --alpaca file.")
+    cfg = SftConfig(output_dir=target.folder / "adapters" / name, experiences=exp, alpaca=list(alpaca or []),
+                    alpaca_limit=alpaca_limit, model=model,
+                    parent=resolve_adapter(parent, target.workspace, target.slug),
+                    lora=LoraSettings(rank=rank, alpha=alpha or 2 * rank), steps=steps, batch_size=batch_size,
+                    grad_accum=grad_accum, learning_rate=learning_rate, max_length=max_length,
+                    gradient_checkpointing=gradient_checkpointing, threads=threads)
+    summary = train_sft(cfg)
+    if not summary:  # a non-main process under accelerate launch
+        return
+    out.print(f"Saved adapter '{name}' to {cfg.output_dir}: {summary['examples']} examples, {summary['steps']} steps, "
+              f"{summary['seconds_per_step']} s/step, losses {[round(x, 3) for x in summary['losses']]}",
+              highlight=False)
+
+
+@train_app.command("dpo")
+@friendly
+def train_dpo_cmd(
+    character: Annotated[str, typer.Argument(help="Workspace name, bundled example id, or a profile file")],
+    name: Annotated[str, typer.Option(help="Adapter name, saved as <workspace>/<character>/adapters/<name>")] = "dpo",
+    parent: Annotated[str | None, typer.Option(help="Policy adapter to start from, e.g. 'sft' (merged in)")] = None,
+    queries: Annotated[list[Path] | None, typer.Option("--queries", help="Extra queries file (JSONL/JSON list "
+                                                       "of strings or {query}); repeatable")] = None,
+    heldout: Annotated[int, typer.Option(min=0, help="Queries kept out of training for evaluation")] = 6,
+    max_queries: Annotated[int | None, typer.Option(help="Sample candidates for at most this many queries")] = None,
+    candidates: Annotated[int, typer.Option(min=2, help="Replies sampled per query")] = 4,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Longest candidate reply")] = 48,
+    margin: Annotated[float, typer.Option(help="Minimum APC gap between chosen and rejected")] = 0.5,
+    ooc: Annotated[str, typer.Option(help="Out-of-character candidates: 'reject' (rejected side) or 'drop'")] = (
+        "reject"),
+    max_pairs: Annotated[int | None, typer.Option(help="Train on at most this many pairs")] = None,
+    pairs_file: Annotated[Path | None, typer.Option("--pairs", help="Train on these pairs (JSONL written by an "
+                                                    "earlier run); no sampling. Use this under accelerate launch")]
+    = None,
+    train: Annotated[bool, typer.Option("--train/--pairs-only", help="--pairs-only: make the pairs, train nothing")]
+    = True,
+    mode: Annotated[str, typer.Option(help="Prompt statements: rag (top-k) or all")] = "rag",
+    top_k: Annotated[int, typer.Option("--top-k")] = 5,
+    model: ModelOpt = None,
+    steps: Annotated[int, typer.Option(min=1, help="Optimiser steps")] = 4,
+    batch_size: Annotated[int, typer.Option(min=1)] = 2,
+    grad_accum: Annotated[int, typer.Option(min=1)] = 1,
+    learning_rate: Annotated[float, typer.Option("--lr")] = 1e-4,
+    beta: Annotated[float, typer.Option(help="DPO beta")] = 0.1,
+    rank: Annotated[int, typer.Option(min=1, help="LoRA rank")] = 8,
+    alpha: Annotated[int | None, typer.Option(help="LoRA alpha (default: 2 x rank)")] = None,
+    max_length: Annotated[int, typer.Option(help="Prompt + reply tokens")] = 384,
+    max_prompt_length: Annotated[int, typer.Option(help="Longer prompts drop their pair")] = 320,
+    gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for memory")] = False,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for torch")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """APC-based DPO: sample replies, score them over all statements, pair best against worst, train a LoRA."""
+    from .agent import AgentConfig, RolePlayAgent
+    from .apc import APCScorer
+    from .llm import load_llm
+    from .train.common import LoraSettings, limit_threads, resolve_adapter
+    from .train.dpo import DpoConfig, train_dpo
+    from .train.pairs import (
+        PairConfig,
+        make_pairs,
+        read_queries,
+        sample_candidates,
+        score_candidates,
+        split_queries,
+        write_jsonl,
+    )
+
+    if mode not in ("rag", "all"):
+        raise RolecraftError(f"--mode must be 'rag' or 'all', not {mode!r}")
+    target = _character_target(character, home)
+    c = target.character()
+    if not c.statements:
+        raise RolecraftError(f"'{c.name}' has no persona statements; run `rolecraft extract` first.")
+    parent_path = resolve_adapter(parent, target.workspace, target.slug)
+    pc = PairConfig(candidates=candidates, max_new_tokens=max_new_tokens, margin=margin, ooc=ooc,
+                    max_pairs=max_pairs)
+    cfg = DpoConfig(output_dir=target.folder / "adapters" / name, model=model, parent=parent_path,
+                    lora=LoraSettings(rank=rank, alpha=alpha or 2 * rank), pairs=pc, steps=steps,
+                    batch_size=batch_size, grad_accum=grad_accum, learning_rate=learning_rate, beta=beta,
+                    max_length=max_length, max_prompt_length=max_prompt_length,
+                    gradient_checkpointing=gradient_checkpointing, threads=threads)
+    cfg.check()
+    pairs_out = target.folder / "datasets" / "dpo_pairs.jsonl"
+    if pairs_file is not None:
+        from .train.pairs import read_jsonl
+
+        if not pairs_file.is_file():
+            raise RolecraftError(f"Pairs file not found: {pairs_file}")
+        summary = train_dpo(cfg, read_jsonl(pairs_file))
+        if summary:  # under accelerate launch only the main process reports
+            out.print(f"Saved adapter '{name}' to {cfg.output_dir}: {summary['pairs']} pairs, "
+                      f"{summary['seconds_per_step']} s/step", highlight=False)
+        return
+    found = read_queries(target.folder, list(queries or []))
+    if not found:
+        raise RolecraftError(f"No queries for '{c.name}': run `rolecraft synth queries {target.slug}` "
+                             "or give --queries.")
+    train_q, held = split_queries(found, heldout)
+    if max_queries:
+        train_q = train_q[:max_queries]
+    limit_threads(threads)
+    agent = RolePlayAgent(c, load_llm("local", model, adapter=parent_path), AgentConfig(mode=mode, top_k=top_k))
+    groups = sample_candidates(agent, train_q, pc)
+    groups = score_candidates(groups, APCScorer.pretrained(), c.statement_texts, c.name)
+    pairs, skipped = make_pairs(groups, pc)
+    write_jsonl(pairs_out, pairs)
+    write_jsonl(target.folder / "datasets" / "dpo_heldout.jsonl", [{"query": q} for q in held])
+    n_ooc = sum(bool(x["ooc"]) for g in groups for x in g["candidates"])
+    out.print(f"{len(pairs)} pairs from {len(groups)} queries ({n_ooc} out-of-character candidates); "
+              f"skipped: {skipped}", highlight=False)
+    if not pairs:
+        raise RolecraftError("No preference pairs passed the margin; sample more candidates or lower --margin.")
+    if not train:
+        out.print(f"Pairs in {pairs_out}", highlight=False)
+        return
+    del agent
+    summary = train_dpo(cfg, pairs)
+    out.print(f"Saved adapter '{name}' to {cfg.output_dir}: {summary['pairs']} pairs, {summary['steps']} steps, "
+              f"{summary['seconds_per_step']} s/step, losses {[round(x, 3) for x in summary['losses']]}",
+              highlight=False)
+
+
+@app.command()
+@friendly
+def build(
+    character: Annotated[str, typer.Argument(help="Workspace name, bundled example id, or a profile file")],
+    preset: Annotated[str | None, typer.Option(help="cpu-small | gpu (a config's `preset` key also works)")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML or YAML config; overrides the preset")]
+    = None,
+    force: Annotated[bool, typer.Option(help="Run every step even when its inputs are unchanged")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars")] = True,
+    home: HomeOpt = None,
+) -> None:
+    """The whole pipeline: import, statements, queries, discriminators, SFT, DPO, report. Unchanged steps skip."""
+    from rich.markup import escape
+
+    from .build import build as run_build
+    from .build import load_config
+
+    cfg = load_config(config, preset)
+    t0 = time.perf_counter()
+    result = run_build(character, cfg, home, force=force, progress=progress,
+                       log=lambda line: out.print(f"[bold]build[/] {escape(line)}", highlight=False))
+    table = Table("step", "status", "seconds", title=f"{result.slug} ({cfg['preset']})")
+    for step, info in result.steps.items():
+        table.add_row(step, escape(str(info["status"])), f"{info['seconds']:.1f}")
+    out.print(table)
+    if result.report:
+        out.print(f"Report: {result.report}", highlight=False)
+    out.print(f"Done in {time.perf_counter() - t0:.1f}s", highlight=False)
+
+
+@app.command("export-model")
+@friendly
+def export_model_cmd(
+    character: Annotated[str, typer.Argument(help="Workspace name, bundled example id, or file")],
+    adapter: Annotated[str | None, typer.Option(help="Adapter to merge: a name (e.g. 'dpo') or folder; "
+                                                "none: the base model")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Folder (default: <character>/export)")] = None,
+    model: ModelOpt = None,
+    template_gguf: Annotated[Path | None, typer.Option(help="GGUF of the base model to copy tokenizer and "
+                                                       "metadata from (default: the embedded SmolLM2)")] = None,
+    dtype: Annotated[str, typer.Option(help="f16 | f32")] = "f16",
+    home: HomeOpt = None,
+) -> None:
+    """Merge an adapter into the model, write a GGUF (llamacpp backend, Ollama) and an Ollama Modelfile."""
+    from .export import export_model
+    from .train.common import resolve_adapter
+
+    ws = _workspace(home)
+    c = ws.resolve(character)
+    path = resolve_adapter(adapter, ws, c.slug)
+    folder = output or (ws.path(c.slug) / "export")
+    files = export_model(c, path, folder, model=model, template=template_gguf, dtype=dtype)
+    out.print(f"Wrote {files['gguf']} and {files['modelfile']}", highlight=False)
+    out.print(f"  rolecraft chat {c.slug} --backend llamacpp --model {files['gguf']}", highlight=False)
+    out.print(f"  cd {folder} && ollama create {c.slug} -f Modelfile && ollama run {c.slug}", highlight=False)
+
+
 DEMO_SCRIPT = [
     "Hello! Who are you, and where do you live?",
     "What do you do every evening?",
@@ -316,12 +541,14 @@ def demo(
 
 def _register_subcommands() -> None:
     # These modules import only typer at top level, so registering them keeps `rolecraft --help` fast.
+    from .evaluate.commands import eval_app
     from .server.command import serve
     from .synth.commands import extract, synth_app
 
     app.command("serve")(friendly(serve))
     app.command("extract", help="Extract persona statements from the profile (same as `synth statements`).")(extract)
     app.add_typer(synth_app, name="synth")
+    app.add_typer(eval_app, name="eval")
 
 
 _register_subcommands()
@@ -332,3 +559,7 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+if __name__ == "__main__":  # `python -m rolecraft.cli` (and `accelerate launch -m rolecraft.cli`)
+    main()

@@ -21,9 +21,28 @@ _ASSISTANT = [
     r"\bhow (can|may) i (help|assist) you( today)?\b",
     r"\bi(?:'m| am) (here|happy|glad) to (help|assist)\b",
     r"\bis there anything else i can (help|assist)",
+    # refusals found in the APC paper's own DPO sample (replies it kept as "chosen")
+    r"\bi(?:'m| am) (unable|not able) to (provide|share|disclose|express|offer) (any )?(personal|subjective)\b",
+    r"\b(violate|breach) (\w+ )?privacy\b",
+    r"\bas a fictional character\b",
+    # the embedded model after DPO: "I am not able to assist with that"
+    r"\bi(?:'m| am) (not able|unable) to (help|assist)\b",
+    r"\bi can(?:'t|not) (help|assist) (you )?with that\b",
+    r"\bi (do not|don't) (possess|have) (any )?personal (experiences|preferences|opinions|feelings|emotions)\b",
     r"作为(一个|一名)?(人工智能|AI|语言模型|助手)",
     r"我是(一个|一名)?(人工智能|AI|语言模型|AI助手|聊天机器人)",
     r"有什么(可以|能)帮(你|您)",
+]
+# Seen in the embedded model's replies during `rolecraft eval apc` (assistant identity with adjectives in between,
+# "writing assistant ... helping users", "a machine designed to ..."); kept narrow so robots and teaching assistants
+# in a persona are not flagged.
+_ASSISTANT += [
+    r"\bi(?:'m| am) (?:not (?:just|only) )?(?:an? )?(?:(?!not\b)[\w-]+,? (?:and )?){0,4}?"
+    r"(ai|a\.i\.|chatbot|language model|virtual assistant)\b",
+    r"\b(ai|writing|virtual|digital) assistant\b",
+    r"\b(help|helping|assist|assisting|serve|serving) (our |the )?users\b",
+    r"\b(robot|machine|program) (designed|programmed) (for|to)\b",
+    r"\bi(?:'ve| have) been (designed|programmed)\b",
 ]
 _ASSISTANT_RE = re.compile("|".join(_ASSISTANT), re.IGNORECASE)
 
@@ -82,6 +101,10 @@ def _narrates_self(text: str, character: str) -> bool:
         return False
     # "Mira smiles and says ...", "*Mira nods*", "Mira replied:" — the character described from outside.
     if re.search(rf"(^|[*(\[.!?]\s*)({names})\s+(\w+ly\s+)?{_THIRD_PERSON_VERBS}\b", text):
+        return True
+    # "Mira Holloway resides on Skerrow...", "Mira Holloway does whatever she needs": a sentence that starts
+    # with the character's own name as the subject of a third-person verb (SmolLM2-135M does this a lot).
+    if re.search(rf"(^|[.!?…]\s+|\n\s*)({names})\s+(is|was|has|had|does|did|[a-z]+s)\b", text):
         return True
     # "Mira: ..." at the start of a line after the first: the model writing a script, not speaking.
     if re.search(rf"\n\s*({names})\s*[:：]", text):

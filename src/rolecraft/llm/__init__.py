@@ -20,6 +20,11 @@ def load_llm(
     if backend == "local":
         from .local import LocalLLM
 
+        if adapter and not Path(adapter).expanduser().is_dir():  # 'character/name', or a name unique in the workspace
+            from ..train.common import resolve_adapter
+
+            adapter = resolve_adapter(adapter)
+
         return LocalLLM(model, adapter=adapter, **kwargs)  # type: ignore[arg-type]
     if backend == "llamacpp":
         from .llamacpp import LlamaCppLLM

@@ -107,11 +107,12 @@ class LocalLLM(BaseLLM):
         with quiet_loading():
             self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(self.device)
         if adapter:
-            from peft import PeftModel
+            from ..train.common import merge_chain
 
             if not Path(adapter, "adapter_config.json").is_file():
                 raise RolecraftError(f"Not a LoRA adapter folder (no adapter_config.json): {adapter}")
-            self.model = PeftModel.from_pretrained(self.model, str(adapter)).to(self.device)
+            # a DPO adapter trained over an SFT one names it as its parent: the parent is merged in first
+            self.model = merge_chain(self.model, Path(adapter), keep_last=True).to(self.device)
         self.model.eval()
         self.name = model or DEFAULT_MODEL
         self.adapter = str(adapter) if adapter else None

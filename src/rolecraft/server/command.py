@@ -31,7 +31,8 @@ def serve(
         str | None,
         typer.Option("--model", "-m", help="'smollm2' (embedded), a model folder, a .gguf file, or a served model id"),
     ] = None,
-    adapter: Annotated[str | None, typer.Option(help="LoRA adapter folder (local backend)")] = None,
+    adapter: Annotated[str | None, typer.Option(help="LoRA adapter: a folder, 'character/name', or a name "
+                                                "unique in the workspace (local backend)")] = None,
     home: Annotated[Path | None, typer.Option("--home", help="Workspace folder (default: $ROLECRAFT_HOME)")] = None,
     db: Annotated[Path | None, typer.Option(help="Session database (default: <workspace>/sessions.sqlite3)")] = None,
     api_key: Annotated[
@@ -75,6 +76,10 @@ def serve(
     config = ServerConfig(limits, keys, agent)
     # The base model's own route starts from the same default; OpenAI's API has no such field to send on.
     kwargs = {} if backend == "openai" else {"sampling": Sampling(repetition_penalty=repetition_penalty)}
+    if adapter:  # a bare name must be unique among the workspace's characters ('slug/name' picks one)
+        from ..train.common import resolve_adapter
+
+        adapter = str(resolve_adapter(adapter, workspace))
     llm = load_llm(backend, model, adapter=adapter, **kwargs)
     app = create_character_app(llm, db or workspace.root / "sessions.sqlite3", workspace, config)
     typer.echo(f"rolecraft: serving {', '.join(app.state.server.catalog.ids()) or 'no characters'} "
