@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from .console import err, friendly, out
 from .errors import RolecraftError
 
 app = typer.Typer(
@@ -21,25 +19,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def friendly(fn: F) -> F:
-    """Turn a RolecraftError into one red line on stderr and exit code 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except RolecraftError as e:
-            from rich.markup import escape
-
-            err.print(f"[bold red]Error:[/] {escape(str(e))}", highlight=False)  # "[dpo]" in a message is text
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 Backend = Annotated[str, typer.Option("--backend", "-b", help="local | llamacpp | openai")]

@@ -3,16 +3,15 @@
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
+from ..console import err, friendly, out
 from ..errors import RolecraftError
 
 eval_app = typer.Typer(
@@ -22,21 +21,6 @@ eval_app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _friendly(fn: F) -> F:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except RolecraftError as e:
-            err.print(f"[bold red]Error:[/] {e}", highlight=False)
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 Characters = Annotated[list[str], typer.Argument(help="Profile files, workspace names or bundled example ids")]
@@ -114,7 +98,7 @@ def _done(md: Path, page: Path, t0: float) -> None:
 
 # -- eval apc ---------------------------------------------------------------------------------------------------
 @eval_app.command("apc")
-@_friendly
+@friendly
 def apc_cmd(
     characters: Characters,
     queries: Annotated[list[Path] | None, typer.Option("--queries", "-q", help="Held-out queries file (JSON list "
@@ -207,7 +191,7 @@ def _table(title: str, head: list[str], rows: list[list[str]]) -> Any:
 
 # -- eval interview ---------------------------------------------------------------------------------------------
 @eval_app.command("interview")
-@_friendly
+@friendly
 def interview_cmd(
     character: CharacterArg,
     questions: Annotated[Path | None, typer.Option("--questions", help="Single-turn questions: JSON list of "
@@ -272,7 +256,7 @@ def interview_cmd(
 
 # -- eval memory / consistency / quality (EGOS) ----------------------------------------------------------------
 @eval_app.command("memory")
-@_friendly
+@friendly
 def memory_cmd(
     character: CharacterArg,
     fillers: Annotated[int, typer.Option(min=0, help="Small-talk turns between the fact and the question")] = 2,
@@ -378,14 +362,14 @@ def _judge_opts_cmd(kind: str) -> Callable[..., Any]:
 
 eval_app.command("consistency", help="EGOS consistency: a judge picks the real line of the character from a real "
                  "and a generated one (both orders); reports how often it is fooled.")(
-    _friendly(_judge_opts_cmd("consistency")))
+    friendly(_judge_opts_cmd("consistency")))
 eval_app.command("quality", help="EGOS quality: a judge compares two systems' replies pairwise, positions swapped "
-                 "to cancel order bias.")(_friendly(_judge_opts_cmd("quality")))
+                 "to cancel order bias.")(friendly(_judge_opts_cmd("quality")))
 
 
 # -- eval ooc ---------------------------------------------------------------------------------------------------
 @eval_app.command("ooc")
-@_friendly
+@friendly
 def ooc_cmd(
     characters: Annotated[list[str] | None, typer.Argument(help="Characters to generate replies for (optional "
                                                            "with --from)")] = None,

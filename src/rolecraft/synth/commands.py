@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from ..console import err, friendly, out
 from ..errors import RolecraftError
 
 synth_app = typer.Typer(
@@ -22,21 +20,6 @@ synth_app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _friendly(fn: F) -> F:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except RolecraftError as e:
-            err.print(f"[bold red]Error:[/] {e}", highlight=False)
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 CharacterArg = Annotated[str, typer.Argument(help="Workspace name, bundled example id, or a profile file to import")]
@@ -97,7 +80,7 @@ def _run(character: str, steps: list[str], home: Path | None, backend: str, mode
 
 
 @synth_app.command("statements")
-@_friendly
+@friendly
 def statements_cmd(
     character: CharacterArg,
     chunk_chars: Annotated[int, typer.Option(help="Longest passage piece sent at once, in characters")] = 500,
@@ -116,7 +99,7 @@ extract = statements_cmd
 
 
 @synth_app.command("queries")
-@_friendly
+@friendly
 def queries_cmd(
     character: CharacterArg,
     per_statement: Annotated[int, typer.Option(min=1, help="Queries asked for per statement")] = 3,
@@ -131,7 +114,7 @@ def queries_cmd(
 
 
 @synth_app.command("relevance")
-@_friendly
+@friendly
 def relevance_cmd(
     character: CharacterArg,
     pairs_per_statement: Annotated[int, typer.Option(help="Other statements' queries labelled per statement")] = 2,
@@ -147,7 +130,7 @@ def relevance_cmd(
 
 
 @synth_app.command("nli")
-@_friendly
+@friendly
 def nli_cmd(
     character: CharacterArg,
     queries_per_statement: Annotated[int, typer.Option(help="Queries per statement to write replies for")] = 1,
@@ -164,7 +147,7 @@ def nli_cmd(
 
 
 @synth_app.command("scenes")
-@_friendly
+@friendly
 def scenes_cmd(
     character: CharacterArg,
     per_chunk: Annotated[int, typer.Option(min=1, help="Scenes per passage piece")] = 1,
@@ -180,7 +163,7 @@ def scenes_cmd(
 
 
 @synth_app.command("experiences")
-@_friendly
+@friendly
 def experiences_cmd(
     character: CharacterArg,
     dialogue: Dialogue = "auto",
@@ -195,7 +178,7 @@ def experiences_cmd(
 
 
 @synth_app.command("protective")
-@_friendly
+@friendly
 def protective_cmd(
     character: CharacterArg,
     per_scene: Annotated[int, typer.Option(min=1, help="Protective dialogues per scene")] = 1,
@@ -211,7 +194,7 @@ def protective_cmd(
 
 
 @synth_app.command("sft")
-@_friendly
+@friendly
 def sft_cmd(
     character: CharacterArg, fresh: Fresh = False, progress: Progress = True, as_json: JsonOut = False,
     home: Home = None,
@@ -221,7 +204,7 @@ def sft_cmd(
 
 
 @synth_app.command("all")
-@_friendly
+@friendly
 def all_cmd(
     character: CharacterArg,
     steps: Annotated[str, typer.Option(help="Comma-separated steps to run, in order")]
@@ -244,7 +227,7 @@ def all_cmd(
 
 
 @synth_app.command("status")
-@_friendly
+@friendly
 def status_cmd(character: CharacterArg, as_json: JsonOut = False, home: Home = None) -> None:
     """Show each step's items done and left, rows on file, and rows made from outdated inputs."""
     from .pipeline import step_status, target_for
