@@ -1,6 +1,8 @@
 """How fast APC scoring is: batched scorer vs. a naive per-pair loop, 600 statements, two-stage retrieval.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_apc.py [--statements 600] [--device cpu]
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_apc.py [--statements 600] [--device cpu] [--dtype auto]
+
+Both paths use the same two models in the same dtype ("auto": bfloat16 where the hardware has it).
 
 Persona statements are sentences of the character profiles in ../shared/data/characters (only read,
 never shipped); synthetic sentences fill in when that folder is absent.
@@ -16,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from rolecraft.apc import APCScorer
 from rolecraft.discriminators import base_model_dir
@@ -94,14 +97,19 @@ def main() -> None:
     parser.add_argument("--replies", type=int, default=8)
     parser.add_argument("--top-n", type=int, default=20)
     parser.add_argument("--device", default=None)
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+    parser.add_argument("--batch-size", type=int, default=64, help="rows per forward pass of the scorer")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
     if args.threads:
-        import torch
-
         torch.set_num_threads(args.threads)
 
-    scorer = APCScorer.pretrained(device=args.device)
+    scorer = APCScorer.pretrained(device=args.device, dtype=args.dtype)
+    scorer.batch_size = args.batch_size
+    print(
+        f"device {scorer.nli.device_name}, dtype {str(scorer.nli.dtype).removeprefix('torch.')}, "
+        f"threads {torch.get_num_threads()}, batch {args.batch_size}"
+    )
     statements = load_statements(args.statements)
     query, replies = QUERIES[0], REPLIES[: args.replies]
     subset = statements[: args.pair_statements]

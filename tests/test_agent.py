@@ -71,6 +71,14 @@ def test_rag_mode_takes_top_k_and_keyed_statements_only_when_mentioned(mira: Cha
     assert all_mode.select_statements("hi") == mira.statement_texts[:4]
 
 
+def test_rerank_option_retrieves_in_two_stages(mira: Character) -> None:
+    from rolecraft.apc import APCScorer
+
+    agent = RolePlayAgent(mira, ScriptedLLM([]), AgentConfig(mode="rag", top_k=1, rerank=True))
+    assert isinstance(agent.retriever.reranker, APCScorer)
+    assert agent.select_statements("What is the name of your cat?") == ["Mira Holloway has a grey cat named Pilot."]
+
+
 def test_turn_returns_reply_and_the_statements_it_was_given(mira: Character) -> None:
     llm = ScriptedLLM(["I keep the light, love."])
     agent = RolePlayAgent(mira, llm, AgentConfig(top_k=2), retriever=FirstK())

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from rolecraft.discriminators import WEIGHTS_FILE, Discriminator, shipped_dir
+from rolecraft.discriminators import WEIGHTS_FILE, Discriminator, inference_dtype, reply_windows, shipped_dir
 from rolecraft.errors import RolecraftError
 from rolecraft.train.discriminators import (
     TrainConfig,
@@ -38,12 +39,12 @@ ROWS = [
 
 @pytest.fixture(scope="module")
 def relevance_model() -> Discriminator:
-    return Discriminator.pretrained("relevance")
+    return Discriminator.pretrained("relevance", dtype="float32")
 
 
 @pytest.fixture(scope="module")
 def nli_model() -> Discriminator:
-    return Discriminator.pretrained("nli")
+    return Discriminator.pretrained("nli", dtype="float32")
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -90,6 +91,58 @@ def test_save_load_round_trip(relevance_model: Discriminator, tmp_path: Path) ->
     again = Discriminator.load(tmp_path / "copy")
     np.testing.assert_allclose(again.predict_proba(rows), before, atol=1e-5)
     assert (tmp_path / "copy" / WEIGHTS_FILE).stat().st_size < 3_000_000
+
+
+def test_bfloat16_inference_tracks_float32(nli_model: Discriminator) -> None:
+    fast = Discriminator.pretrained("nli", dtype="bfloat16")
+    assert fast.dtype == torch.bfloat16 and fast.frozen and nli_model.dtype == torch.float32
+    exact, quick = nli_model.predict_proba(ROWS), fast.predict_proba(ROWS)
+    np.testing.assert_allclose(quick, exact, atol=0.05)
+    assert (quick.argmax(axis=1) == exact.argmax(axis=1)).all()
+    assert quick.dtype == np.float32  # the head still runs in float32
+    with pytest.raises(RolecraftError, match="inference only"):
+        fast.load_trainable_state(fast.trainable_state())
+
+
+def test_reply_windows_are_the_reply_and_its_sentences() -> None:
+    assert reply_windows("I live in Chireiden!") == ["I live in Chireiden!"]
+    reply = 'Oh! I play the violin, not the guitar. "My sister?" She lives in Rome... Mr. Hart knows her.'
+    assert reply_windows(reply) == [
+        reply,
+        "Oh! I play the violin, not the guitar.",
+        '"My sister?"',
+        "She lives in Rome...",
+        "Mr. Hart knows her.",
+    ]
+    assert reply_windows("我住在地灵殿。我有一个姐姐！好。") == ["我住在地灵殿。我有一个姐姐！好。", "我住在地灵殿。", "我有一个姐姐！好。"]
+
+
+def test_long_replies_are_judged_by_their_strongest_sentence(nli_model: Discriminator) -> None:
+    row = {
+        "character": "Alice",
+        "statement": "Alice plays the guitar.",
+        "query": "What do you play?",
+        "response": "The weather is lovely today. I play the violin, never the guitar.",
+    }
+    (joined,) = nli_model.predict_proba([row])
+    windows = reply_windows(row["response"])
+    assert len(windows) == 3
+    nli_model.config.nli_reply_windows = False
+    try:
+        parts = nli_model.predict_proba([{**row, "response": w} for w in windows])
+    finally:
+        nli_model.config.nli_reply_windows = True
+    ent, con = parts[:, 0].max(), parts[:, 2].max()
+    scale = min(1.0, 1.0 / (ent + con))
+    np.testing.assert_allclose(joined, [ent * scale, 1 - (ent + con) * scale, con * scale], atol=1e-5)
+
+
+def test_dtype_choice() -> None:
+    assert inference_dtype("cpu", "float32") == torch.float32
+    assert inference_dtype("cpu", "bfloat16") == torch.bfloat16
+    assert inference_dtype("cpu", "auto") in (torch.float32, torch.bfloat16)
+    with pytest.raises(RolecraftError, match="Unknown dtype"):
+        inference_dtype("cpu", "int4")
 
 
 def test_load_missing_folder_is_a_user_error(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ Style = Literal["chat", "quote"]
 class AgentConfig:
     mode: Mode = "rag"
     top_k: int = 5
+    rerank: bool = False  # rag: rerank the embedding top-N with the relevance cross-encoder (two-stage)
     style: Style = "chat"
     user_name: str = "User"
     context_budget: int = 1536  # prompt tokens; the reply's max_new_tokens come on top
@@ -98,7 +99,12 @@ class RolePlayAgent:
         if self._retriever is None:
             from .retrieval import EmbeddingRetriever
 
-            self._retriever = EmbeddingRetriever()
+            reranker = None
+            if self.config.rerank:
+                from .apc import APCScorer
+
+                reranker = APCScorer.pretrained()
+            self._retriever = EmbeddingRetriever(reranker=reranker)
         return self._retriever
 
     def select_statements(self, message: str) -> list[str]:

@@ -84,9 +84,15 @@ class APCScorer:
         self._nli_columns = [nli.labels.index(name) for name in ("entailed", "neutral", "contradicted")]
 
     @classmethod
-    def pretrained(cls, device: str | None = None) -> APCScorer:
-        """The scorer built from the discriminators shipped with rolecraft."""
-        return cls(Discriminator.pretrained("relevance", device), Discriminator.pretrained("nli", device))
+    def pretrained(cls, device: str | None = None, dtype: str = "auto") -> APCScorer:
+        """The scorer built from the discriminators shipped with rolecraft (offline).
+
+        dtype "auto" runs them in bfloat16 where the hardware supports it natively (see
+        `rolecraft.discriminators.inference_dtype`); pass "float32" for the exact training precision.
+        """
+        return cls(
+            Discriminator.pretrained("relevance", device, dtype), Discriminator.pretrained("nli", device, dtype)
+        )
 
     # ----- the two probability tables ------------------------------------------------------------
     def relevance_proba(

@@ -210,7 +210,9 @@ class Builder:
 
             own = self.folder / "discriminators"
             if self.cfg["discriminators"]["enabled"] and (own / "relevance").is_dir() and (own / "nli").is_dir():
-                self._scorer = APCScorer(Discriminator.load(own / "relevance"), Discriminator.load(own / "nli"))
+                self._scorer = APCScorer(
+                    Discriminator.load(own / "relevance", dtype="auto"), Discriminator.load(own / "nli", dtype="auto")
+                )
             else:
                 self._scorer = APCScorer.pretrained()
         return self._scorer

@@ -92,7 +92,7 @@ def list_(home: HomeOpt = None) -> None:
 
 
 def _agent(character: str, backend: str, model: str | None, adapter: str | None, mode: str, top_k: int,
-           style: str, home: Path | None, **sampling: Any):  # noqa: ANN202
+           style: str, home: Path | None, rerank: bool = False, **sampling: Any):  # noqa: ANN202
     from .agent import AgentConfig, RolePlayAgent
     from .llm import load_llm
 
@@ -109,7 +109,7 @@ def _agent(character: str, backend: str, model: str | None, adapter: str | None,
     t0 = time.perf_counter()
     llm = load_llm(backend, model, adapter=adapter)
     load_s = time.perf_counter() - t0
-    cfg = AgentConfig(mode=mode, top_k=top_k, style=style,  # type: ignore[arg-type]
+    cfg = AgentConfig(mode=mode, top_k=top_k, style=style, rerank=rerank,  # type: ignore[arg-type]
                       **{k: v for k, v in sampling.items() if v is not None})
     return RolePlayAgent(c, llm, cfg), load_s
 
@@ -151,6 +151,8 @@ def chat(
                                                 "(e.g. 'dpo') or a folder (local backend)")] = None,
     mode: Annotated[str, typer.Option(help="rag: top-k statements; all: every statement; none: name only")] = "rag",
     top_k: Annotated[int, typer.Option("--top-k", help="Statements retrieved per message in rag mode")] = 5,
+    rerank: Annotated[bool, typer.Option(help="rag: rerank the embedding top 20 with the relevance "
+                                         "cross-encoder (two-stage retrieval)")] = False,
     style: Annotated[str, typer.Option(help="chat: chat messages; quote: EGOS quoted speech")] = "chat",
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature (0 = greedy)")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Longest reply, in tokens")] = None,
@@ -159,7 +161,7 @@ def chat(
     home: HomeOpt = None,
 ) -> None:
     """Chat with a character. Commands inside the chat: /reset, /history, /quit."""
-    agent, load_s = _agent(character, backend, model, adapter, mode, top_k, style, home,
+    agent, load_s = _agent(character, backend, model, adapter, mode, top_k, style, home, rerank=rerank,
                            temperature=temperature, max_new_tokens=max_tokens, seed=seed)
     err.print(f"[dim]{agent.character.name} on {backend}:{agent.llm.name} (loaded in {load_s:.1f}s)[/]")
     if once is not None:

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..discriminators import TASK_LABELS, Discriminator, default_device, shipped_dir
+from ..discriminators import TASK_LABELS, Discriminator, default_device, inference_dtype, shipped_dir
 from ..errors import RolecraftError
 from ..paths import atomic_write_bytes, atomic_write_json
 
@@ -327,6 +327,9 @@ class TrainConfig:
     max_minutes: float | None = None  # wall-clock cap, handy on CPU
     init_from: str | Path | None = None  # "shipped" or a discriminator folder (per-character fine-tuning)
     device: str | None = None  # default: CUDA when available, else CPU
+    # "auto": bfloat16 autocast where the hardware multiplies bf16 natively (CUDA, AMX/AVX512-BF16 CPUs;
+    # about 1.5x faster per step on such a CPU), else float32. The weights stay float32 either way.
+    precision: str = "auto"
     # CPU threads for torch; on a busy shared machine 1 thread is several times faster than 2
     # (the threads of one step wait for each other whenever a core is taken away).
     num_threads: int | None = None
@@ -342,6 +345,8 @@ class TrainConfig:
             raise RolecraftError("TrainConfig needs at least one training file.")
         if not 0.0 <= self.dev_fraction < 1.0 or not 0.0 <= self.holdout_fraction < 1.0:
             raise RolecraftError("dev_fraction and holdout_fraction must be in [0, 1).")
+        if self.precision not in ("auto", "float32", "bfloat16"):
+            raise RolecraftError(f"Unknown precision {self.precision!r}; expected auto, float32 or bfloat16.")
         if self.random_negatives and self.task != "relevance":
             raise RolecraftError("random_negatives only applies to the relevance task.")
         if self.chatter_fraction and self.task != "nli":
@@ -568,11 +573,14 @@ def train(config: TrainConfig) -> dict[str, Any]:
         progress.set_postfix(dev=f"{score:.3f}", best=f"{best_score:.3f}")
         return bad_evals >= config.patience
 
+    autocast_dtype = inference_dtype(device, config.precision)
+    autocast = {"device_type": device.split(":")[0], "dtype": autocast_dtype}
     model.train()
     while step < total_steps and stop_reason == "finished":
         for batch in _bucketed_batches(lengths, config.batch_size, rng):
-            logits = model.logits_for([encoded[i] for i in batch])
-            loss = loss_fn(logits, label_ids[batch].to(logits.device))
+            with torch.autocast(**autocast, enabled=autocast_dtype != torch.float32):
+                logits = model.logits_for([encoded[i] for i in batch])
+            loss = loss_fn(logits.float(), label_ids[batch].to(logits.device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
