@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from rolecraft.apc import APCScorer
-from rolecraft.discriminators import base_model_dir
+from rolecraft.retrieval import EmbeddingRetriever
 
 CHARACTERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "characters"
 QUERIES = [
@@ -124,24 +124,21 @@ def main() -> None:
     print(f"naive loop     : {n_pairs / naive:8.1f} pairs/s ({naive:.2f} s)")
     print(f"speed-up       : {naive / batched:8.1f}x (target >= 20x)")
     check = naive_scores(scorer, subset[:5], query, replies[:2])
-    agree = np.allclose(check, scorer.score(subset[:5], query, replies[:2]), atol=1e-3)
-    print(f"naive == batched on a sample: {agree}")
+    gap = float(np.abs(np.subtract(check, scorer.score(subset[:5], query, replies[:2]))).max())
+    # bfloat16 kernels add up in a different order for each batch shape, so allow more there.
+    tolerance = 1e-3 if scorer.nli.dtype == torch.float32 else 2e-2
+    print(f"naive == batched on a sample: {gap <= tolerance} (largest gap {gap:.4f}, tolerance {tolerance})")
 
     # 2. One reply against the whole persona.
     one = timed(lambda: scorer.score(statements, query, [replies[0]]), repeat=2)
     print(f"one reply vs {len(statements)} statements: {one * 1000:.0f} ms")
 
-    # 3. Two-stage retrieval: embeddings pick top-N, the relevance model reranks them.
-    from sentence_transformers import SentenceTransformer
+    # 3. Two-stage retrieval as the agent does it (`chat --rerank`): embeddings pick the top-N, the
+    # relevance model reranks them. Statement embeddings are cached after the first call.
+    retriever = EmbeddingRetriever(reranker=scorer, candidates=args.top_n, device=scorer.relevance.device_name)
 
-    embedder = SentenceTransformer(str(base_model_dir()), device=scorer.relevance.device_name)
-    matrix = embedder.encode(statements, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
-
-    def two_stage(q: str) -> list[tuple[int, float]]:
-        vector = embedder.encode([q], normalize_embeddings=True, convert_to_numpy=True)[0]
-        top = np.argsort(-(matrix @ vector))[: args.top_n]
-        reranked = scorer.rank([statements[i] for i in top], q, top_k=5)
-        return [(int(top[i]), p) for i, p in reranked]
+    def two_stage(q: str) -> list[int]:
+        return retriever.select(statements, q, 5)
 
     two_stage(QUERIES[1])  # warm-up
     latencies = []

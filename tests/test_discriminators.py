@@ -114,7 +114,8 @@ def test_reply_windows_are_the_reply_and_its_sentences() -> None:
         "She lives in Rome...",
         "Mr. Hart knows her.",
     ]
-    assert reply_windows("我住在地灵殿。我有一个姐姐！好。") == ["我住在地灵殿。我有一个姐姐！好。", "我住在地灵殿。", "我有一个姐姐！好。"]
+    chinese = "我住在地灵殿。我有一个姐姐！好。"
+    assert reply_windows(chinese) == [chinese, "我住在地灵殿。", "我有一个姐姐！好。"]
 
 
 def test_long_replies_are_judged_by_their_strongest_sentence(nli_model: Discriminator) -> None:
@@ -135,6 +136,43 @@ def test_long_replies_are_judged_by_their_strongest_sentence(nli_model: Discrimi
     ent, con = parts[:, 0].max(), parts[:, 2].max()
     scale = min(1.0, 1.0 / (ent + con))
     np.testing.assert_allclose(joined, [ent * scale, 1 - (ent + con) * scale, con * scale], atol=1e-5)
+
+
+TOPICS = [
+    ("Alice keeps a grey cat called Pilot.", "Do you have any pets?"),
+    ("Alice grew up in a small fishing town.", "Where did you grow up?"),
+    ("Alice plays the guitar in a folk band.", "What instrument do you play?"),
+    ("Alice is afraid of deep water.", "What scares you the most?"),
+    ("Alice studied chemistry at university.", "What did you study?"),
+    ("Alice drinks black tea every evening.", "What do you like to drink?"),
+]
+
+
+def test_relevance_fusion_is_fitted_saved_and_used(tmp_path: Path) -> None:
+    model = Discriminator.pretrained("relevance", dtype="float32")
+    rows, labels = [], []
+    for i, (statement, _) in enumerate(TOPICS):
+        for j, (_, query) in enumerate(TOPICS):
+            rows.append({"character": "Alice", "statement": statement, "query": query})
+            labels.append("relevant" if i == j else "irrelevant")
+    raw = model.predict_proba(rows)[:, 1]
+    weights = model.fit_fusion(rows, labels)
+    assert weights["cosine_weight"] > 0  # on-topic pairs are closer in embedding space
+    fused = model.predict_proba(rows)[:, 1]
+    assert not np.allclose(fused, raw) and ((fused > 0) & (fused < 1)).all()
+    positives = np.array(labels) == "relevant"
+    assert fused[positives].mean() > fused[~positives].mean()
+    model.save(tmp_path / "fused")
+    again = Discriminator.load(tmp_path / "fused")
+    assert again.config.cosine_weight == pytest.approx(weights["cosine_weight"])
+    np.testing.assert_allclose(again.predict_proba(rows)[:, 1], fused, atol=1e-3)
+    with pytest.raises(RolecraftError, match="both relevant and irrelevant"):
+        model.fit_fusion(rows[:3], ["irrelevant"] * 3)
+
+
+def test_only_relevance_fuses(nli_model: Discriminator) -> None:
+    with pytest.raises(RolecraftError, match="Only a relevance"):
+        nli_model.fit_fusion(ROWS, ["relevant", "irrelevant", "relevant"])
 
 
 def test_dtype_choice() -> None:
@@ -178,9 +216,15 @@ def test_readers_accept_native_and_canonical_formats(tmp_path: Path) -> None:
     )
     rows = read_examples(nli, "nli")
     assert [(e.statement, e.response, e.label) for e in rows] == [
-        ("A dog runs.", "An animal moves.", "entailed"),  # the two-way row is skipped
+        ("An animal moves.", "A dog runs.", "entailed"),  # the reply (premise) entails the statement
         ("Al is tall.", "No, short.", "contradicted"),  # first of the disagreeing labels
-    ]
+    ]  # the two-way row is skipped
+    old_order = read_examples(nli, "nli", premise_as="statement")
+    assert (old_order[0].statement, old_order[0].response) == ("A dog runs.", "An animal moves.")
+    # A pair is held out (or not) whichever slot its premise fills.
+    assert old_order[0].stable_fraction() == rows[0].stable_fraction()
+    with pytest.raises(RolecraftError, match="premise_as"):
+        read_examples(nli, "nli", premise_as="hypothesis")
     rel = write_jsonl(
         tmp_path / "rel.jsonl",
         [

@@ -14,6 +14,11 @@ Input template v1 (one BERT pair):
   `nli_include_query`, and the reply's "I/my/me" replaced by the character's name with
   `nli_speaker_to_name`. Without a character the name prefix and the replacement are left out.
 
+Relevance with a bi-encoder feature (`cosine_weight`): the cross-encoder reads statement and message
+together, the plain MiniLM sentence embeddings compare them as topics. P(relevant) is
+sigmoid(cross_weight * cross-encoder logit + cosine_weight * cosine + fusion_bias), three numbers fitted
+by logistic regression on the dev rows after training (`fit_fusion`). Statement embeddings are cached.
+
 NLI over long replies (`nli_reply_windows`): a role-play reply says many things, and one sentence of
 it may express or break a statement while the rest is small talk. A reply of several sentences is
 therefore judged as a whole and sentence by sentence; P(entailed) and P(contradicted) are the largest
@@ -122,6 +127,10 @@ class DiscriminatorConfig:
     nli_speaker_to_name: bool = True
     # NLI only: judge a reply of several sentences also sentence by sentence (see the module docstring).
     nli_reply_windows: bool = True
+    # Relevance only: the fusion with the embedding cosine (see the module docstring); 0 turns it off.
+    cross_weight: float = 1.0
+    cosine_weight: float = 0.0
+    fusion_bias: float = 0.0
 
     def __post_init__(self) -> None:
         _check_task(self.task)
@@ -366,7 +375,40 @@ class Discriminator(nn.Module):
         rows = list(rows)
         if self.task == "nli" and self.config.nli_reply_windows and rows:
             return self._predict_windows(rows, batch_size, show_progress)
-        return self._predict_rows(rows, batch_size, show_progress)
+        proba = self._predict_rows(rows, batch_size, show_progress)
+        if self.task == "relevance" and self.config.cosine_weight and rows:
+            relevant = self.config.labels.index("relevant")
+            z = (
+                self.config.cross_weight * cross_logit(proba[:, relevant])
+                + self.config.cosine_weight * self.cosine(rows)
+                + self.config.fusion_bias
+            )
+            proba[:, relevant] = 1.0 / (1.0 + np.exp(-z))
+            proba[:, 1 - relevant] = 1.0 - proba[:, relevant]
+        return proba
+
+    def cosine(self, rows: Sequence[Row]) -> np.ndarray:
+        """Cosine of the plain MiniLM embeddings of each row's statement and message."""
+        from .retrieval import embed
+
+        texts = [_text(r, "statement") for r in rows] + [_text(r, "query", required=False) for r in rows]
+        vectors = embed(texts, self.device_name)
+        return (vectors[: len(rows)] * vectors[len(rows) :]).sum(axis=1)
+
+    def fit_fusion(self, rows: Sequence[Row], labels: Sequence[str]) -> dict[str, float]:
+        """Fit cross_weight, cosine_weight and fusion_bias on labelled relevance rows; returns them."""
+        if self.task != "relevance":
+            raise RolecraftError("Only a relevance discriminator fuses with the embedding cosine.")
+        y = np.array([label == "relevant" for label in labels], dtype=np.float64)
+        if len(set(y.tolist())) < 2:
+            raise RolecraftError("Fitting the fusion needs both relevant and irrelevant rows.")
+        relevant = self.config.labels.index("relevant")
+        features = np.column_stack(
+            [cross_logit(self._predict_rows(list(rows), 64, False)[:, relevant]), self.cosine(rows), np.ones(len(y))]
+        )
+        w = _logistic_regression(features, y)
+        self.config.cross_weight, self.config.cosine_weight, self.config.fusion_bias = (float(v) for v in w)
+        return {"cross_weight": float(w[0]), "cosine_weight": float(w[1]), "fusion_bias": float(w[2])}
 
     def _predict_windows(self, rows: list[Row], batch_size: int, show_progress: bool) -> np.ndarray:
         """NLI with each reply also split into sentences; the largest P(entailed), P(contradicted) win."""
@@ -472,6 +514,26 @@ def reply_windows(reply: str) -> list[str]:
 
 def _join(first: str, second: str) -> str:
     return f"{first} {second}" if first[-1].isascii() else first + second
+
+
+def cross_logit(p: np.ndarray) -> np.ndarray:
+    """log(p / (1 - p)), kept finite."""
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
+    return np.log(p) - np.log1p(-p)
+
+
+def _logistic_regression(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, steps: int = 50) -> np.ndarray:
+    """Newton's method for a small logistic regression (x already holds a column of ones)."""
+    w = np.zeros(x.shape[1])
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-(x @ w)))
+        gradient = x.T @ (p - y) / len(y) + l2 * w
+        hessian = (x.T * (p * (1 - p))) @ x / len(y) + l2 * np.eye(len(w))
+        step = np.linalg.solve(hessian, gradient)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return w
 
 
 def _is_fragment(sentence: str) -> bool:

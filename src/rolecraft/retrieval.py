@@ -7,10 +7,10 @@ such as the APC relevance cross-encoder) to rerank the embedding top-N: two-stag
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import importlib.resources
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -37,33 +37,55 @@ def minilm_path() -> Path:
     return path
 
 
+@functools.lru_cache(maxsize=4)
+def sentence_encoder(device: str | None = None) -> Any:
+    """The all-MiniLM-L6-v2 SentenceTransformer, loaded once per device and shared."""
+    from sentence_transformers import SentenceTransformer
+
+    from .hf import quiet_loading
+
+    with quiet_loading():
+        return SentenceTransformer(str(minilm_path()), device=device)
+
+
+_CACHE_SIZE = 50_000
+_vectors: dict[tuple[str | None, str], np.ndarray] = {}
+
+
+def embed(texts: list[str], device: str | None = None) -> np.ndarray:
+    """Unit-length MiniLM embeddings (one row per text), cached by text: persona statements come back
+    on every turn, and the retriever and the relevance model's fusion share them."""
+    if not texts:
+        return np.zeros((0, sentence_encoder(device).get_sentence_embedding_dimension()), dtype=np.float32)
+    found = {t: v for t in set(texts) if (v := _vectors.get((device, t))) is not None}
+    missing = sorted(set(texts) - found.keys())
+    if missing:
+        vectors = sentence_encoder(device).encode(
+            missing, batch_size=64, normalize_embeddings=True, convert_to_numpy=True
+        )
+        new = dict(zip(missing, np.asarray(vectors, dtype=np.float32), strict=True))
+        if len(_vectors) + len(new) > _CACHE_SIZE:
+            _vectors.clear()
+        _vectors.update({(device, t): v for t, v in new.items()})
+        found.update(new)
+    return np.stack([found[t] for t in texts])
+
+
 class EmbeddingRetriever:
     """Cosine similarity over sentence embeddings, with statement embeddings cached by content."""
 
     def __init__(self, reranker: Reranker | None = None, candidates: int = 20, device: str | None = None):
-        from sentence_transformers import SentenceTransformer
-
-        from .hf import quiet_loading
-
-        with quiet_loading():
-            self.model = SentenceTransformer(str(minilm_path()), device=device)
+        self.device = device
         self.reranker = reranker
         self.candidates = candidates
-        self._cache: dict[str, np.ndarray] = {}
-
-    def _embed_statements(self, statements: list[str]) -> np.ndarray:
-        key = hashlib.sha256("\x00".join(statements).encode()).hexdigest()
-        if key not in self._cache:
-            self._cache[key] = self.encode(statements)
-        return self._cache[key]
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        return np.asarray(self.model.encode(texts, normalize_embeddings=True, convert_to_numpy=True))
+        return embed(texts, self.device)
 
     def select(self, statements: list[str], query: str, k: int) -> list[int]:
         if not statements or k <= 0:
             return []
-        sims = self._embed_statements(statements) @ self.encode([query])[0]
+        sims = self.encode(statements) @ self.encode([query])[0]
         n = max(k, self.candidates) if self.reranker else k
         top = [int(i) for i in np.argsort(-sims)[:n]]
         if not self.reranker:

@@ -8,9 +8,16 @@ Data formats accepted by `read_examples` (JSON Lines, or a .json list of the sam
   "neutral" / "contradicted" (also "entailment" / "contradiction"). Rows with "labels": [..] (two
   labellers that disagreed) use the FIRST label: it is the primary labeller's, and dropping such rows
   would bias the data towards easy cases.
-- shared NLI pairs: {"premise", "hypothesis", "label", "source", "split"}; premise -> statement,
-  hypothesis -> reply, no user message. Two-way rows ("not_entailment") are skipped: they cannot be
-  split into neutral and contradicted.
+- shared NLI pairs: {"premise", "hypothesis", "label", "source", "split"}; no user message. By
+  default the premise is the reply and the hypothesis the statement (`premise_as="reply"`), because
+  APC asks whether the *reply* entails the statement: "I live in Chireiden with my sister" entails
+  "Koishi lives in Chireiden", while the reverse is only neutral (the reply says more). With
+  `premise_as="statement"` the premise fills the statement slot instead (the first shipped NLI stages
+  were trained that way). `premise_as="both"` reads every pair with the premise as the reply and adds
+  each contradiction once more the other way round: contradiction is symmetric, and the telltale
+  words of a contradiction are usually in the hypothesis, which is where a contradicting reply puts
+  them too. Two-way rows ("not_entailment") are skipped: they cannot be split into
+  neutral and contradicted.
 - shared relevance pairs: {"fact", "question", "label", ...}; fact -> statement, question -> query.
 
 The shipped models are rebuilt with `reproduce_shipped()`; from a shell:
@@ -107,6 +114,7 @@ class Example:
     character: str | None = None
     source: str = ""
     split: str = ""
+    premise_is_reply: bool = False  # a premise/hypothesis pair read with premise_as="reply"
 
     def row(self) -> dict[str, Any]:
         """The mapping a `Discriminator` reads."""
@@ -119,7 +127,9 @@ class Example:
 
     def stable_fraction(self) -> float:
         """A number in [0, 1) fixed by the text, so held-out rows stay held out across runs and machines."""
-        key = "\x1f".join((self.statement, self.query, self.response)).encode("utf-8")
+        # Premise first whichever slot it fills, so a pair is held out in both directions alike.
+        first, second = (self.response, self.statement) if self.premise_is_reply else (self.statement, self.response)
+        key = "\x1f".join((first, self.query, second)).encode("utf-8")
         return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") / 2**64
 
 
@@ -172,9 +182,14 @@ def _label(raw: Any, task: str, where: str) -> str | None:
     raise RolecraftError(f"{where}: unknown label {raw!r} for the {task} task (expected {expected}).")
 
 
-def read_examples(path: str | Path, task: str) -> list[Example]:
+PREMISE_SLOTS = ("reply", "statement", "both")
+
+
+def read_examples(path: str | Path, task: str, premise_as: str = "reply") -> list[Example]:
     """Read one training or evaluation file for `task` (formats in the module docstring)."""
     path = Path(path)
+    if premise_as not in PREMISE_SLOTS:
+        raise RolecraftError(f"premise_as must be one of {', '.join(PREMISE_SLOTS)}, not {premise_as!r}.")
     if task not in TASK_LABELS:
         raise RolecraftError(f"Unknown discriminator task {task!r}; expected one of {sorted(TASK_LABELS)}.")
     out: list[Example] = []
@@ -188,8 +203,12 @@ def read_examples(path: str | Path, task: str) -> list[Example]:
                 raise RolecraftError(f"{where}: premise/hypothesis rows are NLI data, not {task} data.")
             statement, query = _field(rec, "premise", where), ""
             response = _field(rec, "hypothesis", where)
+            swapped = premise_as in ("reply", "both")
+            if swapped:
+                statement, response = response, statement
             character = None
         elif "fact" in rec or "question" in rec:
+            swapped = False
             if task != "relevance":
                 raise RolecraftError(f"{where}: fact/question rows are relevance data, not {task} data.")
             statement, query, response, character = (
@@ -199,6 +218,7 @@ def read_examples(path: str | Path, task: str) -> list[Example]:
                 None,
             )
         else:
+            swapped = False
             statement, query = _field(rec, "statement", where), _field(rec, "query", where)
             response = _field(rec, "response", where) if task == "nli" else ""
             character = rec.get("character") or None
@@ -208,7 +228,10 @@ def read_examples(path: str | Path, task: str) -> list[Example]:
         label = _label(raw, task, where)
         if label is None:
             continue
-        out.append(Example(statement, query, label, response, character, source, split))
+        out.append(Example(statement, query, label, response, character, source, split, swapped))
+        if swapped and premise_as == "both" and label == "contradicted":
+            # Contradiction is symmetric: the pair also teaches it the other way round.
+            out.append(Example(response, query, label, statement, character, source, split, False))
     return out
 
 
@@ -330,6 +353,11 @@ class TrainConfig:
     # "auto": bfloat16 autocast where the hardware multiplies bf16 natively (CUDA, AMX/AVX512-BF16 CPUs;
     # about 1.5x faster per step on such a CPU), else float32. The weights stay float32 either way.
     precision: str = "auto"
+    # NLI premise/hypothesis rows: which slot the premise fills (see the module docstring).
+    premise_as: str = "reply"
+    # Relevance only: after training, fit the fusion with the embedding cosine on the dev rows
+    # (see rolecraft.discriminators); needs at least 20 dev rows with both labels.
+    fuse_cosine: bool = True
     # CPU threads for torch; on a busy shared machine 1 thread is several times faster than 2
     # (the threads of one step wait for each other whenever a core is taken away).
     num_threads: int | None = None
@@ -345,6 +373,8 @@ class TrainConfig:
             raise RolecraftError("TrainConfig needs at least one training file.")
         if not 0.0 <= self.dev_fraction < 1.0 or not 0.0 <= self.holdout_fraction < 1.0:
             raise RolecraftError("dev_fraction and holdout_fraction must be in [0, 1).")
+        if self.premise_as not in PREMISE_SLOTS:
+            raise RolecraftError(f"premise_as must be one of {', '.join(PREMISE_SLOTS)}, not {self.premise_as!r}.")
         if self.precision not in ("auto", "float32", "bfloat16"):
             raise RolecraftError(f"Unknown precision {self.precision!r}; expected auto, float32 or bfloat16.")
         if self.random_negatives and self.task != "relevance":
@@ -448,7 +478,7 @@ def _shuffled_negatives(pool: Sequence[Example], per_positive: float, rng: rando
 
 def _split_dev(pool: list[Example], config: TrainConfig) -> tuple[list[Example], list[Example]]:
     if config.dev_file is not None:
-        return pool, read_examples(config.dev_file, config.task)[: config.dev_max]
+        return pool, read_examples(config.dev_file, config.task, config.premise_as)[: config.dev_max]
     n_dev = min(config.dev_max, int(round(len(pool) * config.dev_fraction)))
     if len(pool) >= 2:
         n_dev = max(n_dev, 1)
@@ -530,7 +560,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     np.random.seed(config.seed)
     device = config.device or default_device()
 
-    examples = [ex for path in config.train_files for ex in read_examples(path, config.task)]
+    examples = [ex for path in config.train_files for ex in read_examples(path, config.task, config.premise_as)]
     pool, heldout = select_examples(examples, config, rng)
     train_rows, dev_rows = _split_dev(pool, config)
     if not train_rows:
@@ -603,6 +633,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
     else:
         best_step = step
     model.eval()
+    fusion = None
+    if config.task == "relevance" and config.fuse_cosine:
+        fusion = _fit_fusion(model, dev_rows)
 
     out = Path(config.output_dir)
     model.save(out)
@@ -615,6 +648,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         "train_rows": len(train_rows),
         "train_seconds": round(train_seconds, 1),
         "device": device,
+        "fusion": fusion,
         "dev": evaluate(model, dev_rows) if dev_rows else None,
         "history": history,
         "heldout": _heldout_metrics(model, heldout, config, rng),
@@ -623,6 +657,16 @@ def train(config: TrainConfig) -> dict[str, Any]:
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_json(out / "training.json", _training_record(config, train_rows + dev_rows, train_seconds))
     return metrics
+
+
+def _fit_fusion(model: Discriminator, dev_rows: Sequence[Example]) -> dict[str, Any] | None:
+    """Fit the relevance model's fusion with the embedding cosine on the dev rows (None: too few rows)."""
+    labels = [e.label for e in dev_rows]
+    if len(dev_rows) < 20 or len(set(labels)) < 2:
+        return None
+    before = evaluate(model, dev_rows)["roc_auc"]
+    weights = model.fit_fusion([e.row() for e in dev_rows], labels)
+    return {**weights, "fitted_on": "dev rows", "dev_roc_auc_before": before}
 
 
 def _training_record(config: TrainConfig, rows: Sequence[Example], seconds: float) -> dict[str, Any]:
@@ -655,15 +699,31 @@ def _heldout_metrics(
 def shipped_configs(
     data_dir: str | Path | None = None, output_root: str | Path | None = None
 ) -> list[TrainConfig]:
-    """The exact runs behind the shipped relevance and NLI models (CPU, one thread, about 35 minutes).
+    """The exact runs behind the shipped relevance and NLI models, in order (CPU).
 
-    Alice (the APC sample) is only scored after training. For NLI, the MNLI rows whose text hashes
-    into the held-out half are never trained on; `heldout` in metrics.json scores 2,000 of them.
+    The relevance model is one run; its fusion with the embedding cosine is fitted on its dev rows.
+    (A second relevance stage with more QNLI, ConvAI2 and WikiQA rows raised the dev ROC-AUC from
+    0.72 to 0.84 but lowered Alice's from 0.85 to 0.74, so it is not shipped.)
+
+    NLI has three stages, each starting from the weights of the one before: two passes with the
+    premise in the statement slot (the second with a new seed, more rows and "chatter", other texts
+    glued around the reply), then a pass with the premise as the reply, the direction APC needs (see
+    the module docstring). A fourth stage with premise_as="both" reached 0.69 on held-out MNLI but
+    called most Alice replies contradicted, so it is not shipped.
+
+    Alice (the APC sample) is only scored after training. The MNLI rows whose text hashes into the
+    held-out half are never trained on; `heldout` in metrics.json scores 2,000 of them.
     """
     data = Path(data_dir) if data_dir is not None else shared_data_dir()
     root = Path(output_root) if output_root is not None else Path("runs") / "discriminators"
     alice = data / "apc_alice"
-    common: dict[str, Any] = {"epochs": 1.0, "lr": 5e-4, "batch_size": 32, "num_threads": 1}
+    common: dict[str, Any] = {
+        "epochs": 1.0,
+        "lr": 5e-4,
+        "batch_size": 32,
+        "num_threads": 1,
+        "precision": "float32",
+    }
     relevance = TrainConfig(
         task="relevance",
         train_files=[data / "relevance" / "relevance_qa.jsonl", data / "relevance" / RELEVANCE_PERSONA_FILE],
@@ -681,7 +741,7 @@ def shipped_configs(
     nli = TrainConfig(
         task="nli",
         train_files=[data / "nli" / "nli_pairs.jsonl"],
-        output_dir=root / "nli",
+        output_dir=root / "nli-1",
         sources=[
             "snli",
             "mnli",
@@ -710,9 +770,44 @@ def shipped_configs(
         patience=5,
         dev_max=500,
         max_minutes=36,
+        premise_as="statement",
         **common,
     )
-    return [relevance, nli]
+    nli_2 = replace(
+        nli,
+        output_dir=root / "nli-2",
+        init_from=root / "nli-1",
+        seed=29,
+        epochs=2.0,
+        lr=4e-4,
+        max_minutes=72,
+        max_per_source={
+            "snli": 6000,
+            "mnli": 6000,
+            "mnli(taxinli)": 1500,
+            "cad_snli": 3000,
+            "conjnli": 2000,
+            "dnli2024_bnc": 6000,
+            "begin_v1": 2500,
+            "begin_v2": 400,
+        },
+        chatter_fraction=0.15,
+        eval_every=200,
+        patience=6,
+    )
+    nli_3 = replace(
+        nli_2,
+        output_dir=root / "nli",
+        init_from=root / "nli-2",
+        seed=31,
+        epochs=1.0,
+        max_minutes=45,
+        premise_as="reply",
+        chatter_fraction=0.25,
+        num_threads=2,
+        precision="auto",
+    )
+    return [relevance, nli, nli_2, nli_3]
 
 
 def reproduce_shipped(
@@ -722,13 +817,13 @@ def reproduce_shipped(
     device: str | None = None,
     install: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """Retrain the shipped discriminators, one run after the other; metrics by task.
+    """Retrain the shipped discriminators, stage after stage; the last stage's metrics by task.
 
     `data_dir` defaults to ../shared/data beside the repository; runs go to `output_root`
-    (default ./runs/discriminators/<task>). With install=True they replace the package's shipped
-    folders. A rerun is close to, not bit-identical with, the shipped files: the shipped relevance
-    model was trained before the shuffled negatives drew their anchors from every source. Exact
-    command (about 40 minutes on 2 busy CPU cores):
+    (default ./runs/discriminators/<task>, and nli-1 for the first NLI stage). With install=True the
+    final models replace the package's shipped folders. A rerun is close to, not bit-identical with,
+    the shipped files: the relevance model was trained before the shuffled negatives drew their
+    anchors from every source. About 110 minutes on 2 CPU cores (the two tasks ran side by side, one thread each):
 
         HF_HUB_OFFLINE=1 nice -n 19 .venv/bin/python -c \
             "from rolecraft.train.discriminators import reproduce_shipped; reproduce_shipped()"
@@ -738,8 +833,9 @@ def reproduce_shipped(
         if config.task in tasks:
             config.device = device
             results[config.task] = train(config)
-            if install:
-                _install(Path(config.output_dir), shipped_dir(config.task))
+    if install:
+        for task in results:
+            _install(Path(output_root or Path("runs") / "discriminators") / task, shipped_dir(task))
     return results
 
 
