@@ -125,14 +125,16 @@ def test_long_replies_are_judged_by_their_strongest_sentence(nli_model: Discrimi
         "query": "What do you play?",
         "response": "The weather is lovely today. I play the violin, never the guitar.",
     }
-    (joined,) = nli_model.predict_proba([row])
     windows = reply_windows(row["response"])
     assert len(windows) == 3
-    nli_model.config.nli_reply_windows = False
+    shipped = nli_model.config.nli_reply_windows
     try:
+        nli_model.config.nli_reply_windows = True
+        (joined,) = nli_model.predict_proba([row])
+        nli_model.config.nli_reply_windows = False
         parts = nli_model.predict_proba([{**row, "response": w} for w in windows])
     finally:
-        nli_model.config.nli_reply_windows = True
+        nli_model.config.nli_reply_windows = shipped
     ent, con = parts[:, 0].max(), parts[:, 2].max()
     scale = min(1.0, 1.0 / (ent + con))
     np.testing.assert_allclose(joined, [ent * scale, 1 - (ent + con) * scale, con * scale], atol=1e-5)
@@ -223,6 +225,13 @@ def test_readers_accept_native_and_canonical_formats(tmp_path: Path) -> None:
     assert (old_order[0].statement, old_order[0].response) == ("A dog runs.", "An animal moves.")
     # A pair is held out (or not) whichever slot its premise fills.
     assert old_order[0].stable_fraction() == rows[0].stable_fraction()
+    both = read_examples(nli, "nli", premise_as="both")
+    assert [(e.statement, e.response, e.label) for e in both[:2]] == [
+        ("An animal moves.", "A dog runs.", "entailed"),
+        ("A dog runs.", "An animal moves.", "neutral"),  # the way back: a hypothesis seldom entails its premise
+    ]
+    assert len(both) == 3 and both[0].stable_fraction() == both[1].stable_fraction()
+    assert [e.way_back for e in both] == [False, True, False]  # held-out scoring skips the copy
     with pytest.raises(RolecraftError, match="premise_as"):
         read_examples(nli, "nli", premise_as="hypothesis")
     rel = write_jsonl(

@@ -14,9 +14,10 @@ Data formats accepted by `read_examples` (JSON Lines, or a .json list of the sam
   "Koishi lives in Chireiden", while the reverse is only neutral (the reply says more). With
   `premise_as="statement"` the premise fills the statement slot instead (the first shipped NLI stages
   were trained that way). `premise_as="both"` reads every pair with the premise as the reply and adds
-  each contradiction once more the other way round: contradiction is symmetric, and the telltale
-  words of a contradiction are usually in the hypothesis, which is where a contradicting reply puts
-  them too. Two-way rows ("not_entailment") are skipped: they cannot be split into
+  it once more the other way round: a contradiction stays a contradiction (it is symmetric, and its
+  telltale words are usually in the hypothesis, which is where a contradicting reply puts them too),
+  an entailment becomes neutral (a hypothesis seldom entails its premise), a neutral pair is not
+  repeated. Two-way rows ("not_entailment") are skipped: they cannot be split into
   neutral and contradicted.
 - shared relevance pairs: {"fact", "question", "label", ...}; fact -> statement, question -> query.
 
@@ -115,6 +116,7 @@ class Example:
     source: str = ""
     split: str = ""
     premise_is_reply: bool = False  # a premise/hypothesis pair read with premise_as="reply"
+    way_back: bool = False  # the extra copy of a pair that premise_as="both" adds (never scored as held out)
 
     def row(self) -> dict[str, Any]:
         """The mapping a `Discriminator` reads."""
@@ -229,9 +231,10 @@ def read_examples(path: str | Path, task: str, premise_as: str = "reply") -> lis
         if label is None:
             continue
         out.append(Example(statement, query, label, response, character, source, split, swapped))
-        if swapped and premise_as == "both" and label == "contradicted":
-            # Contradiction is symmetric: the pair also teaches it the other way round.
-            out.append(Example(response, query, label, statement, character, source, split, False))
+        if swapped and premise_as == "both" and label != "neutral":
+            # The other way round: contradiction is symmetric; a hypothesis seldom entails its premise.
+            back = "contradicted" if label == "contradicted" else "neutral"
+            out.append(Example(response, query, back, statement, character, source, split, False, True))
     return out
 
 
@@ -343,6 +346,7 @@ class TrainConfig:
     pooling: str = "mean"
     max_length: int = 256
     nli_include_query: bool = False  # NLI: show the user message to the model (see DiscriminatorConfig)
+    nli_reply_windows: bool = True  # NLI: also judge long replies sentence by sentence (see DiscriminatorConfig)
     seed: int = 13
     patience: int = 4  # evaluations without a better dev score before stopping
     eval_every: int = 200  # steps
@@ -568,6 +572,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
     model = _initial_model(config, device)
     model.config.nli_include_query = config.nli_include_query
+    model.config.nli_reply_windows = config.nli_reply_windows
     model.unmerge()
     encoded = model.encode([e.row() for e in train_rows])
     label_ids = torch.tensor([model.labels.index(e.label) for e in train_rows])
@@ -687,7 +692,8 @@ def _heldout_metrics(
 ) -> dict[str, Any]:
     by_source: dict[str, list[Example]] = defaultdict(list)
     for ex in heldout:
-        by_source[ex.source].append(ex)
+        if not ex.way_back:  # score each held-out pair once, in the direction the model is used
+            by_source[ex.source].append(ex)
     results = {}
     for source, rows in sorted(by_source.items()):
         rows = sorted(rows, key=Example.stable_fraction)[: config.holdout_eval_max]
@@ -705,11 +711,13 @@ def shipped_configs(
     (A second relevance stage with more QNLI, ConvAI2 and WikiQA rows raised the dev ROC-AUC from
     0.72 to 0.84 but lowered Alice's from 0.85 to 0.74, so it is not shipped.)
 
-    NLI has three stages, each starting from the weights of the one before: two passes with the
+    NLI has four stages, each starting from the weights of the one before: two passes with the
     premise in the statement slot (the second with a new seed, more rows and "chatter", other texts
-    glued around the reply), then a pass with the premise as the reply, the direction APC needs (see
-    the module docstring). A fourth stage with premise_as="both" reached 0.69 on held-out MNLI but
-    called most Alice replies contradicted, so it is not shipped.
+    glued around the reply), a pass with the premise as the reply, the direction APC needs, and a
+    pass with premise_as="both" (see the module docstring). The shipped NLI model judges replies
+    whole: sentence windows lowered its Alice macro-F1 from 0.50 to 0.42. (A variant of the last stage
+    that repeated only the contradictions the other way round learnt "first text long -> contradiction"
+    and called most Alice replies contradicted.)
 
     Alice (the APC sample) is only scored after training. The MNLI rows whose text hashes into the
     held-out half are never trained on; `heldout` in metrics.json scores 2,000 of them.
@@ -797,7 +805,7 @@ def shipped_configs(
     )
     nli_3 = replace(
         nli_2,
-        output_dir=root / "nli",
+        output_dir=root / "nli-3",
         init_from=root / "nli-2",
         seed=31,
         epochs=1.0,
@@ -807,7 +815,16 @@ def shipped_configs(
         num_threads=2,
         precision="auto",
     )
-    return [relevance, nli, nli_2, nli_3]
+    nli_4 = replace(
+        nli_3,
+        output_dir=root / "nli",
+        init_from=root / "nli-3",
+        seed=37,
+        max_minutes=22,
+        premise_as="both",
+        nli_reply_windows=False,
+    )
+    return [relevance, nli, nli_2, nli_3, nli_4]
 
 
 def reproduce_shipped(
@@ -824,7 +841,7 @@ def reproduce_shipped(
     final models replace the package's shipped folders. A rerun is close to, not bit-identical with,
     the shipped files: the relevance model was trained before the shuffled negatives drew their
     anchors from every source. Measured on 2 CPU cores: relevance 463 s; NLI stages 1379 s,
-    2069 s and 694 s (about 80 minutes in all, plus reading the data):
+    2069 s, 694 s and 708 s (about 90 minutes in all, plus reading the data):
 
         HF_HUB_OFFLINE=1 nice -n 19 .venv/bin/python -c \
             "from rolecraft.train.discriminators import reproduce_shipped; reproduce_shipped()"
