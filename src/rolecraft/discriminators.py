@@ -17,7 +17,8 @@ Input template v1 (one BERT pair):
 Relevance with a bi-encoder feature (`cosine_weight`): the cross-encoder reads statement and message
 together, the plain MiniLM sentence embeddings compare them as topics. P(relevant) is
 sigmoid(cross_weight * cross-encoder logit + cosine_weight * cosine + fusion_bias), three numbers fitted
-by logistic regression on the dev rows after training (`fit_fusion`). Statement embeddings are cached.
+by logistic regression on the dev rows after training (`fit_fusion`). Embeddings are cached by text
+(`rolecraft.retrieval.embed`, shared with the retriever).
 
 NLI over long replies (`nli_reply_windows`): a role-play reply says many things, and one sentence of
 it may express or break a statement while the rest is small talk. A reply of several sentences is
@@ -215,8 +216,9 @@ class Discriminator(nn.Module):
             raise RolecraftError(f"{folder} needs a newer rolecraft (template v{config.template_version}).")
         model = cls(config, device=device)
         model._load_weights(weights_path)
-        if inference_dtype(model.device_name, dtype) != torch.float32:
-            model.freeze_for_inference(inference_dtype(model.device_name, dtype))
+        target = inference_dtype(model.device_name, dtype)
+        if target != torch.float32:
+            model.freeze_for_inference(target)
         return model
 
     @classmethod
