@@ -135,7 +135,9 @@ def main() -> None:
 
     # 3. Two-stage retrieval as the agent does it (`chat --rerank`): embeddings pick the top-N, the
     # relevance model reranks them. Statement embeddings are cached after the first call.
-    retriever = EmbeddingRetriever(reranker=scorer, candidates=args.top_n, device=scorer.relevance.device_name)
+    retriever = EmbeddingRetriever(
+        reranker=scorer.relevance, candidates=args.top_n, device=scorer.relevance.device_name
+    )
 
     def two_stage(q: str) -> list[int]:
         return retriever.select(statements, q, 5)

@@ -72,10 +72,11 @@ def test_rag_mode_takes_top_k_and_keyed_statements_only_when_mentioned(mira: Cha
 
 
 def test_rerank_option_retrieves_in_two_stages(mira: Character) -> None:
-    from rolecraft.apc import APCScorer
+    from rolecraft.discriminators import Discriminator
 
     agent = RolePlayAgent(mira, ScriptedLLM([]), AgentConfig(mode="rag", top_k=1, rerank=True))
-    assert isinstance(agent.retriever.reranker, APCScorer)
+    reranker = agent.retriever.reranker
+    assert isinstance(reranker, Discriminator) and reranker.task == "relevance"
     assert agent.select_statements("What is the name of your cat?") == ["Mira Holloway has a grey cat named Pilot."]
 
 

@@ -101,9 +101,9 @@ class RolePlayAgent:
 
             reranker = None
             if self.config.rerank:
-                from .apc import APCScorer
+                from .discriminators import Discriminator
 
-                reranker = APCScorer.pretrained()
+                reranker = Discriminator.pretrained("relevance")
             self._retriever = EmbeddingRetriever(reranker=reranker)
         return self._retriever
 

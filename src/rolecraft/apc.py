@@ -88,7 +88,7 @@ class APCScorer:
         """The scorer built from the discriminators shipped with rolecraft (offline).
 
         dtype "auto" runs them in bfloat16 where the hardware supports it natively (see
-        `rolecraft.discriminators.inference_dtype`); pass "float32" for the exact training precision.
+        `rolecraft.discriminators.compute_dtype`); pass "float32" for the exact training precision.
         """
         return cls(
             Discriminator.pretrained("relevance", device, dtype), Discriminator.pretrained("nli", device, dtype)
@@ -164,12 +164,5 @@ class APCScorer:
     def rank(
         self, statements: Sequence[str], query: str, top_k: int = 5, character: str | None = None
     ) -> list[tuple[int, float]]:
-        """The `top_k` statements most relevant to `query` as (index, P(relevant)), best first.
-
-        Meant as the second stage after an embedding retriever's top-N.
-        """
-        if top_k < 0:
-            raise RolecraftError("top_k must not be negative.")
-        p_rel = self.relevance_proba(statements, query, character)
-        order = np.argsort(-p_rel, kind="stable")[:top_k]
-        return [(int(i), float(p_rel[i])) for i in order]
+        """The `top_k` statements most relevant to `query` as (index, P(relevant)), best first."""
+        return self.relevance.rank(_statement_list(statements), query, top_k, character)

@@ -88,10 +88,11 @@ def default_device() -> str:
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-def inference_dtype(device: str, dtype: str = "auto") -> torch.dtype:
-    """The weight type for inference: "auto" picks bfloat16 where the hardware multiplies it natively
-    (CUDA with bf16, or a CPU with AMX / AVX512-BF16, where it is about 3x faster than float32 for
-    batched scoring and moves probabilities by about 0.01), else float32."""
+def compute_dtype(device: str, dtype: str = "auto") -> torch.dtype:
+    """The number type to compute in (inference weights, training autocast): "auto" picks bfloat16
+    where the hardware multiplies it natively (CUDA with bf16, or a CPU with AMX / AVX512-BF16, where
+    batched scoring is about 3x faster than in float32 and probabilities move by about 0.01), else
+    float32."""
     if dtype != "auto":
         if dtype not in DTYPES:
             raise RolecraftError(f"Unknown dtype {dtype!r}; expected 'auto', 'float32' or 'bfloat16'.")
@@ -201,7 +202,7 @@ class Discriminator(nn.Module):
     @classmethod
     def load(cls, folder: str | Path, device: str | None = None, dtype: str = "float32") -> Discriminator:
         """A saved discriminator. dtype "float32" can be trained further; "bfloat16" (or "auto", see
-        `inference_dtype`) gives a faster inference-only model with LoRA merged into its weights."""
+        `compute_dtype`) gives a faster inference-only model with LoRA merged into its weights."""
         folder = Path(folder)
         config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
         if not config_path.is_file() or not weights_path.is_file():
@@ -216,7 +217,7 @@ class Discriminator(nn.Module):
             raise RolecraftError(f"{folder} needs a newer rolecraft (template v{config.template_version}).")
         model = cls(config, device=device)
         model._load_weights(weights_path)
-        target = inference_dtype(model.device_name, dtype)
+        target = compute_dtype(model.device_name, dtype)
         if target != torch.float32:
             model.freeze_for_inference(target)
         return model
@@ -388,6 +389,20 @@ class Discriminator(nn.Module):
             proba[:, relevant] = 1.0 / (1.0 + np.exp(-z))
             proba[:, 1 - relevant] = 1.0 - proba[:, relevant]
         return proba
+
+    def rank(
+        self, statements: Sequence[str], query: str, top_k: int = 5, character: str | None = None
+    ) -> list[tuple[int, float]]:
+        """Relevance only: the `top_k` statements most relevant to `query` as (index, P(relevant)),
+        best first. This makes the model a reranker for `EmbeddingRetriever` (two-stage retrieval)."""
+        if self.task != "relevance":
+            raise RolecraftError("Only a relevance discriminator ranks statements.")
+        if top_k < 0:
+            raise RolecraftError("top_k must not be negative.")
+        rows = [{"character": character, "statement": s, "query": query} for s in statements]
+        p_rel = self.predict_proba(rows)[:, self.config.labels.index("relevant")]
+        order = np.argsort(-p_rel, kind="stable")[:top_k]
+        return [(int(i), float(p_rel[i])) for i in order]
 
     def cosine(self, rows: Sequence[Row]) -> np.ndarray:
         """Cosine of the plain MiniLM embeddings of each row's statement and message."""

@@ -13,11 +13,7 @@ Data formats accepted by `read_examples` (JSON Lines, or a .json list of the sam
   APC asks whether the *reply* entails the statement: "I live in Chireiden with my sister" entails
   "Koishi lives in Chireiden", while the reverse is only neutral (the reply says more). With
   `premise_as="statement"` the premise fills the statement slot instead (the first shipped NLI stages
-  were trained that way). `premise_as="both"` reads every pair with the premise as the reply and adds
-  it once more the other way round: a contradiction stays a contradiction (it is symmetric, and its
-  telltale words are usually in the hypothesis, which is where a contradicting reply puts them too),
-  an entailment becomes neutral (a hypothesis seldom entails its premise), a neutral pair is not
-  repeated. Two-way rows ("not_entailment") are skipped: they cannot be split into
+  were trained that way). Two-way rows ("not_entailment") are skipped: they cannot be split into
   neutral and contradicted.
 - shared relevance pairs: {"fact", "question", "label", ...}; fact -> statement, question -> query.
 
@@ -45,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..discriminators import TASK_LABELS, Discriminator, default_device, inference_dtype, shipped_dir
+from ..discriminators import TASK_LABELS, Discriminator, compute_dtype, default_device, shipped_dir
 from ..errors import RolecraftError
 from ..paths import atomic_write_bytes, atomic_write_json
 
@@ -116,7 +112,6 @@ class Example:
     source: str = ""
     split: str = ""
     premise_is_reply: bool = False  # a premise/hypothesis pair read with premise_as="reply"
-    way_back: bool = False  # the extra copy of a pair that premise_as="both" adds (never scored as held out)
 
     def row(self) -> dict[str, Any]:
         """The mapping a `Discriminator` reads."""
@@ -184,7 +179,7 @@ def _label(raw: Any, task: str, where: str) -> str | None:
     raise RolecraftError(f"{where}: unknown label {raw!r} for the {task} task (expected {expected}).")
 
 
-PREMISE_SLOTS = ("reply", "statement", "both")
+PREMISE_SLOTS = ("reply", "statement")
 
 
 def read_examples(path: str | Path, task: str, premise_as: str = "reply") -> list[Example]:
@@ -205,7 +200,7 @@ def read_examples(path: str | Path, task: str, premise_as: str = "reply") -> lis
                 raise RolecraftError(f"{where}: premise/hypothesis rows are NLI data, not {task} data.")
             statement, query = _field(rec, "premise", where), ""
             response = _field(rec, "hypothesis", where)
-            swapped = premise_as in ("reply", "both")
+            swapped = premise_as == "reply"
             if swapped:
                 statement, response = response, statement
             character = None
@@ -231,10 +226,6 @@ def read_examples(path: str | Path, task: str, premise_as: str = "reply") -> lis
         if label is None:
             continue
         out.append(Example(statement, query, label, response, character, source, split, swapped))
-        if swapped and premise_as == "both" and label != "neutral":
-            # The other way round: contradiction is symmetric; a hypothesis seldom entails its premise.
-            back = "contradicted" if label == "contradicted" else "neutral"
-            out.append(Example(response, query, back, statement, character, source, split, False, True))
     return out
 
 
@@ -608,7 +599,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         progress.set_postfix(dev=f"{score:.3f}", best=f"{best_score:.3f}")
         return bad_evals >= config.patience
 
-    autocast_dtype = inference_dtype(device, config.precision)
+    autocast_dtype = compute_dtype(device, config.precision)
     autocast = {"device_type": device.split(":")[0], "dtype": autocast_dtype}
     model.train()
     while step < total_steps and stop_reason == "finished":
@@ -692,8 +683,7 @@ def _heldout_metrics(
 ) -> dict[str, Any]:
     by_source: dict[str, list[Example]] = defaultdict(list)
     for ex in heldout:
-        if not ex.way_back:  # score each held-out pair once, in the direction the model is used
-            by_source[ex.source].append(ex)
+        by_source[ex.source].append(ex)
     results = {}
     for source, rows in sorted(by_source.items()):
         rows = sorted(rows, key=Example.stable_fraction)[: config.holdout_eval_max]
@@ -714,10 +704,10 @@ def shipped_configs(
     NLI has three stages, each starting from the weights of the one before: two passes with the
     premise in the statement slot (the second with a new seed, more rows and "chatter", other texts
     glued around the reply), then a pass with the premise as the reply, the direction APC needs (see
-    the module docstring). Two fourth stages with premise_as="both" are not shipped: repeating only
-    the contradictions the other way round taught "first text long -> contradiction"; also repeating
-    entailments as neutral raised Alice's macro-F1 to 0.50 but taught "reply short -> contradiction"
-    (a short faithful reply was called contradicted by most statements of a character).
+    the module docstring). Two fourth stages that also added each pair the other way round (as a
+    contradiction, or an entailment turned neutral) were tried and dropped: the first learnt "first
+    text long -> contradiction"; the second raised Alice's macro-F1 to 0.50 but learnt "reply short ->
+    contradiction" (a short faithful reply was called contradicted by most statements of a character).
 
     Alice (the APC sample) is only scored after training. The MNLI rows whose text hashes into the
     held-out half are never trained on; `heldout` in metrics.json scores 2,000 of them.
@@ -828,7 +818,7 @@ def reproduce_shipped(
     """Retrain the shipped discriminators, stage after stage; the last stage's metrics by task.
 
     `data_dir` defaults to ../shared/data beside the repository; runs go to `output_root`
-    (default ./runs/discriminators/<task>, and nli-1 for the first NLI stage). With install=True the
+    (default ./runs/discriminators/<task>, with nli-1 and nli-2 for the first NLI stages). With install=True the
     final models replace the package's shipped folders. A rerun is close to, not bit-identical with,
     the shipped files: the relevance model was trained before the shuffled negatives drew their
     anchors from every source. Measured on 2 CPU cores: relevance 463 s; NLI stages 1379 s,
@@ -837,14 +827,15 @@ def reproduce_shipped(
         HF_HUB_OFFLINE=1 nice -n 19 .venv/bin/python -c \
             "from rolecraft.train.discriminators import reproduce_shipped; reproduce_shipped()"
     """
-    results = {}
+    results, final = {}, {}
     for config in shipped_configs(data_dir, output_root):
         if config.task in tasks:
             config.device = device
             results[config.task] = train(config)
+            final[config.task] = Path(config.output_dir)  # the last stage of a task wins
     if install:
-        for task in results:
-            _install(Path(output_root or Path("runs") / "discriminators") / task, shipped_dir(task))
+        for task, folder in final.items():
+            _install(folder, shipped_dir(task))
     return results
 
 
