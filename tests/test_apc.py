@@ -119,7 +119,8 @@ def test_shipped_models_keep_their_measured_alice_scores(apc_scorer: APCScorer, 
     alice = shared_data / "apc_alice"
     relevance = evaluate(apc_scorer.relevance, read_examples(alice / "Alice.relevance.json", "relevance"))
     nli = evaluate(apc_scorer.nli, read_examples(alice / "Alice.nli.v2.json", "nli"))
-    # Floors just under what the shipped models reach (AUC 0.90 with the cosine fusion, macro-F1 0.44;
-    # the targets were AUC 0.90 / macro-F1 0.75).
+    # Floors just under what the shipped models reach (AUC 0.90 with the cosine fusion, macro-F1 0.65;
+    # the targets were AUC 0.90 / macro-F1 0.75). The NLI model must also find some contradictions.
     assert relevance["roc_auc"] >= 0.89
-    assert nli["macro_f1"] >= 0.42
+    assert nli["macro_f1"] >= 0.62
+    assert nli["confusion"][2][2] >= 5

@@ -135,9 +135,9 @@ def test_long_replies_are_judged_by_their_strongest_sentence(nli_model: Discrimi
         parts = nli_model.predict_proba([{**row, "response": w} for w in windows])
     finally:
         nli_model.config.nli_reply_windows = shipped
-    ent, con = parts[:, 0].max(), parts[:, 2].max()
-    scale = min(1.0, 1.0 / (ent + con))
-    np.testing.assert_allclose(joined, [ent * scale, 1 - (ent + con) * scale, con * scale], atol=1e-5)
+    con = parts[:, 2].max()
+    ent = min(parts[:, 0].max(), 1 - con)  # contradiction first: agreement elsewhere cannot outweigh it
+    np.testing.assert_allclose(joined, [ent, 1 - ent - con, con], atol=1e-5)
 
 
 TOPICS = [

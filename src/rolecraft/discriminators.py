@@ -22,8 +22,9 @@ by logistic regression on the dev rows after training (`fit_fusion`). Embeddings
 
 NLI over long replies (`nli_reply_windows`): a role-play reply says many things, and one sentence of
 it may express or break a statement while the rest is small talk. A reply of several sentences is
-therefore judged as a whole and sentence by sentence; P(entailed) and P(contradicted) are the largest
-over these windows (rescaled to sum to at most 1) and P(neutral) is what remains.
+therefore judged as a whole and sentence by sentence. P(contradicted) is the largest over these
+windows, and P(entailed) the largest too but at most 1 - P(contradicted): one sentence that breaks a
+statement breaks the reply, however much of the rest agrees with it. P(neutral) is what remains.
 """
 
 from __future__ import annotations
@@ -428,7 +429,7 @@ class Discriminator(nn.Module):
         return {"cross_weight": float(w[0]), "cosine_weight": float(w[1]), "fusion_bias": float(w[2])}
 
     def _predict_windows(self, rows: list[Row], batch_size: int, show_progress: bool) -> np.ndarray:
-        """NLI with each reply also split into sentences; the largest P(entailed), P(contradicted) win."""
+        """NLI with each reply also split into sentences; the largest P(contradicted) wins, then P(entailed)."""
         expanded, owner = [], []
         for i, row in enumerate(rows):
             for window in reply_windows(_text(row, "response")):
@@ -439,10 +440,7 @@ class Discriminator(nn.Module):
         neu = self.config.labels.index("neutral")
         out = np.zeros((len(rows), len(self.config.labels)), dtype=np.float32)
         np.maximum.at(out, np.asarray(owner), proba)  # column-wise maximum per original row
-        both = out[:, ent] + out[:, con]
-        scale = np.where(both > 1.0, 1.0 / np.maximum(both, 1e-9), 1.0)
-        out[:, ent] *= scale
-        out[:, con] *= scale
+        out[:, ent] = np.minimum(out[:, ent], 1.0 - out[:, con])  # a contradiction outweighs agreement
         out[:, neu] = 1.0 - out[:, ent] - out[:, con]
         return out
 

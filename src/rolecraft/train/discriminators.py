@@ -44,6 +44,8 @@ import torch
 from ..discriminators import TASK_LABELS, Discriminator, compute_dtype, default_device, shipped_dir
 from ..errors import RolecraftError
 from ..paths import atomic_write_bytes, atomic_write_json
+from .persona_nli import SOURCE as PERSONA_SOURCE
+from .persona_nli import build_persona_nli
 
 # Licence and commercial use per `source` value; written into training.json of every trained model.
 SOURCE_LICENCES: dict[str, tuple[str, str]] = {
@@ -62,6 +64,7 @@ SOURCE_LICENCES: dict[str, tuple[str, str]] = {
     "qnli": ("CC BY-SA 4.0 (SQuAD)", "commercial use allowed"),
     "wikiqa": ("Microsoft Research Data License", "research only"),
     "convai2_grounding": ("PersonaChat/ConvAI2, licence unclear", "research only"),
+    "convai2_persona_nli": ("made from PersonaChat/ConvAI2, licence unclear", "research only"),
 }
 NLI_LABEL_ALIASES = {
     "entailed": "entailed",
@@ -701,13 +704,15 @@ def shipped_configs(
     (A second relevance stage with more QNLI, ConvAI2 and WikiQA rows raised the dev ROC-AUC from
     0.72 to 0.84 but lowered Alice's from 0.85 to 0.74, so it is not shipped.)
 
-    NLI has three stages, each starting from the weights of the one before: two passes with the
+    NLI has four stages, each starting from the weights of the one before: two passes with the
     premise in the statement slot (the second with a new seed, more rows and "chatter", other texts
     glued around the reply), then a pass with the premise as the reply, the direction APC needs (see
-    the module docstring). Two fourth stages that also added each pair the other way round (as a
-    contradiction, or an entailment turned neutral) were tried and dropped: the first learnt "first
-    text long -> contradiction"; the second raised Alice's macro-F1 to 0.50 but learnt "reply short ->
-    contradiction" (a short faithful reply was called contradicted by most statements of a character).
+    the module docstring), then a pass where persona NLI rows made from the ConvAI2 grounding file
+    (`rolecraft.train.persona_nli`: third-person facts against chat replies, with swapped values,
+    denials and two-fact statements) sit beside a smaller share of the general sets. Dropped variants:
+    adding each general pair the other way round (learnt "first text long -> contradiction", or "reply
+    short -> contradiction"); a persona stage with twice the rows and more denials (dev macro-F1 0.90,
+    Alice 0.55: it learnt the synthetic patterns).
 
     Alice (the APC sample) is only scored after training. The MNLI rows whose text hashes into the
     held-out half are never trained on; `heldout` in metrics.json scores 2,000 of them.
@@ -795,7 +800,7 @@ def shipped_configs(
     )
     nli_3 = replace(
         nli_2,
-        output_dir=root / "nli",
+        output_dir=root / "nli-3",
         init_from=root / "nli-2",
         seed=31,
         epochs=1.0,
@@ -805,7 +810,36 @@ def shipped_configs(
         num_threads=2,
         precision="auto",
     )
-    return [relevance, nli, nli_2, nli_3]
+    # Stage 4: persona NLI rows made from the ConvAI2 grounding file (see rolecraft.train.persona_nli;
+    # `reproduce_shipped` writes them to <output_root>/data) beside a smaller share of the general sets.
+    nli_4 = replace(
+        nli_3,
+        train_files=[data / "nli" / "nli_pairs.jsonl", persona_nli_file(root)],
+        output_dir=root / "nli-4",
+        init_from=root / "nli-3",
+        sources=["snli", "mnli", "cad_snli", "dnli2024_bnc", "begin_v1", "conjnli", PERSONA_SOURCE],
+        max_per_source={
+            "snli": 2000,
+            "mnli": 3000,
+            "cad_snli": 1500,
+            "dnli2024_bnc": 2000,
+            "begin_v1": 1000,
+            "conjnli": 500,
+            PERSONA_SOURCE: 23406,
+        },
+        seed=37,
+        lr=3e-4,
+        max_minutes=22,
+        chatter_fraction=0.3,
+        eval_every=150,
+        patience=5,
+    )
+    return [relevance, nli, nli_2, nli_3, nli_4]
+
+
+def persona_nli_file(output_root: Path) -> Path:
+    """Where `reproduce_shipped` writes the persona NLI rows of the last NLI stage."""
+    return output_root / "data" / "persona_nli.jsonl"
 
 
 def reproduce_shipped(
@@ -817,18 +851,22 @@ def reproduce_shipped(
 ) -> dict[str, dict[str, Any]]:
     """Retrain the shipped discriminators, stage after stage; the last stage's metrics by task.
 
-    `data_dir` defaults to ../shared/data beside the repository; runs go to `output_root`
-    (default ./runs/discriminators/<task>, with nli-1 and nli-2 for the first NLI stages). With install=True the
-    final models replace the package's shipped folders. A rerun is close to, not bit-identical with,
-    the shipped files: the relevance model was trained before the shuffled negatives drew their
+    `data_dir` defaults to ../shared/data beside the repository; runs go to `output_root` (default
+    ./runs/discriminators: relevance, nli-1 to nli-4, and data/ for the derived persona NLI rows).
+    With install=True the final models replace the package's shipped folders. A rerun is close to,
+    not bit-identical with, the shipped files: the relevance model was trained before the shuffled negatives drew their
     anchors from every source. Measured on 2 CPU cores: relevance 463 s; NLI stages 1379 s,
-    2069 s and 694 s (about 80 minutes in all, plus reading the data):
+    2069 s, 694 s and 686 s (about 95 minutes in all, plus reading the data):
 
         HF_HUB_OFFLINE=1 nice -n 19 .venv/bin/python -c \
             "from rolecraft.train.discriminators import reproduce_shipped; reproduce_shipped()"
     """
     results, final = {}, {}
-    for config in shipped_configs(data_dir, output_root):
+    data = Path(data_dir) if data_dir is not None else shared_data_dir()
+    root = Path(output_root) if output_root is not None else Path("runs") / "discriminators"
+    if "nli" in tasks:
+        build_persona_nli([data / "relevance" / RELEVANCE_PERSONA_FILE], persona_nli_file(root), compound=0.5)
+    for config in shipped_configs(data, root):
         if config.task in tasks:
             config.device = device
             results[config.task] = train(config)

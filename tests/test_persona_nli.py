@@ -1,0 +1,170 @@
+"""Persona NLI rows built from ConvAI2 grounding data."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from rolecraft.errors import RolecraftError
+from rolecraft.train.discriminators import read_examples
+from rolecraft.train.persona_nli import (
+    SOURCE,
+    _denials,
+    _swapped,
+    build_persona_nli,
+    negate,
+    persona_nli_rows,
+    third_person,
+)
+
+
+@pytest.mark.parametrize(
+    ("fact", "expected"),
+    [
+        ("i love my two dogs.", "Mara loves Mara's two dogs."),
+        ("i am a teacher.", "Mara is a teacher."),
+        ("i also study languages.", "Mara also studies languages."),
+        ("i do not like my job", "Mara does not like Mara's job."),
+        ("i have three sisters.", "Mara has three sisters."),
+        ("i watch tv and my cat sleeps.", "Mara watches tv and Mara's cat sleeps."),
+        ("my favorite color is blue.", "Mara's favorite color is blue."),
+    ],
+)
+def test_facts_become_third_person_statements(fact: str, expected: str) -> None:
+    assert third_person(fact, "Mara") == expected
+
+
+def test_swaps_change_one_value_of_an_exclusive_kind() -> None:
+    rng = random.Random(0)
+    values = {"favorite:color": ["blue", "red"], "place:": ["ohio", "texas"], "job:": ["nurse", "engineer"]}
+    assert _swapped("my favorite color is blue.", values, rng) == ("my favorite color is red.", "blue")
+    assert _swapped("i live in ohio.", values, rng) == ("i live in texas.", "ohio")
+    assert _swapped("i am a nurse.", values, rng) == ("i am an engineer.", "nurse")  # article follows
+    new_age, old_age = _swapped("i am 30 years old.", values, rng)  # type: ignore[misc]
+    assert old_age == "30" and abs(int(new_age.split()[2]) - 30) >= 6
+    assert _swapped("i love cats.", values, rng) == ("i hate cats", "cats")
+    assert _swapped("i hate mornings.", values, rng) == ("i love mornings", "mornings")
+    # Not exclusive: a person may be a woman and a nurse, have one dog and other pets.
+    assert _swapped("i am a woman.", values, rng) is None
+    assert _swapped("i have one dog.", values, rng) is None
+    assert _swapped("i read twenty books a year.", values, rng) is None
+
+
+@pytest.mark.parametrize(
+    ("fact", "denied"),
+    [
+        ("i like cats.", "i do not like cats"),
+        ("i am a nurse.", "i am not a nurse"),
+        ("i have two dogs.", "i do not have two dogs"),
+        ("i have been to paris.", "i have never been to paris"),
+        ("my favorite color is blue.", "my favorite color is not blue"),
+        ("i also study languages.", "i do not study languages"),
+        ("i do not drive.", None),  # already negative
+        ("horror movies are my favorites.", None),  # no simple shape to deny
+    ],
+)
+def test_negate(fact: str, denied: str | None) -> None:
+    assert negate(fact) == denied
+
+
+def test_denials_label_each_direction() -> None:
+    rows = _denials("i like cats.", "cats are the best !", ["i work at a bank ."], random.Random(3))
+    (fact, answer, label1), (denied, answer2, label2), (denied2, original, label3) = rows
+    assert (fact, label1) == ("i like cats.", "contradicted")
+    assert (denied, label2) == ("i do not like cats", "entailed") and answer2 == answer
+    assert "not like cats" in answer.lower() or "don't like cats" in answer.lower()
+    assert (denied2, original, label3) == ("i do not like cats", "cats are the best !", "contradicted")
+    assert _denials("i never swim.", "true", [], random.Random(0)) == []
+
+
+def _grounding_file(path: Path) -> Path:
+    def rec(fact: str, label: int, turn: int, response: str, dialog: str = "d1") -> dict:
+        return {
+            "fact": fact,
+            "question": "hi there , what do you like ?",
+            "label": label,
+            "response": response,
+            "dialog": dialog,
+            "turn": turn,
+            "source": "convai2_grounding",
+            "split": "valid",
+        }
+
+    rows = [
+        rec("my favorite color is blue.", 1, 1, "blue , like the sea . what about you ?"),
+        rec("i live in ohio.", 0, 1, "blue , like the sea . what about you ?"),
+        rec("i live in ohio.", 1, 2, "it is cold here in the summer"),  # used, but names no place
+        rec("my favorite color is blue.", 0, 2, "it is cold here in the summer"),
+        rec("my favorite color is red.", 0, 1, "i paint houses", dialog="d2"),
+        rec("i live in texas.", 0, 1, "i paint houses", dialog="d2"),
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_rows_cover_all_three_labels(tmp_path: Path) -> None:
+    rows = persona_nli_rows([_grounding_file(tmp_path / "g.jsonl")], negations=0.0)
+    by_label = {label: [r for r in rows if r["label"] == label] for label in ("entailed", "neutral", "contradicted")}
+    names = {r["character"] for r in rows}
+    assert len(names) == 1  # one persona per dialogue
+    name = names.pop()
+    assert [r["statement"] for r in by_label["entailed"]] == [
+        f"{name}'s favorite color is blue.",
+        f"{name} lives in ohio.",
+    ]
+    assert {r["statement"] for r in by_label["neutral"]} == {
+        f"{name} lives in ohio.",
+        f"{name}'s favorite color is blue.",
+    }
+    # Only the reply that names its value gets a contradiction; "red" is the only other colour seen.
+    assert [(r["statement"], r["response"]) for r in by_label["contradicted"]] == [
+        (f"{name}'s favorite color is red.", "blue , like the sea . what about you ?")
+    ]
+    assert all(r["source"] == SOURCE and r["query"] for r in rows)
+
+
+def test_built_file_is_nli_training_data(tmp_path: Path) -> None:
+    out = build_persona_nli([_grounding_file(tmp_path / "g.jsonl")], tmp_path / "out" / "persona.jsonl", negations=1.0)
+    examples = read_examples(out, "nli")
+    # With every used fact denied too, each gives a denial row of each direction.
+    assert sum("not" in e.statement for e in examples) == 4
+    assert {e.label for e in examples} == {"entailed", "neutral", "contradicted"}
+    assert all(e.character and e.response and e.source == SOURCE for e in examples)
+
+
+def test_bad_grounding_files_are_user_errors(tmp_path: Path) -> None:
+    with pytest.raises(RolecraftError, match="does not exist"):
+        persona_nli_rows([tmp_path / "missing.jsonl"])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"fact": "i swim.", "label": 1}) + "\n", encoding="utf-8")
+    with pytest.raises(RolecraftError, match=r"line 1: missing field\(s\) dialog, question, response, turn"):
+        persona_nli_rows([bad])
+
+
+def test_compound_statements_join_a_fact_the_reply_leaves_alone(tmp_path: Path) -> None:
+    rows = persona_nli_rows([_grounding_file(tmp_path / "g.jsonl")], negations=0.0, compound=1.0)
+    name = rows[0]["character"]
+    entailed = [r["statement"] for r in rows if r["label"] == "entailed"]
+    # Each used fact gets the turn's unused fact joined, never itself.
+    assert entailed == [
+        f"{name}'s favorite color is blue, and {name} lives in ohio.",
+        f"{name} lives in ohio, and {name}'s favorite color is blue.",
+    ]
+    plain = persona_nli_rows([_grounding_file(tmp_path / "g.jsonl")], negations=0.0)
+    assert [r["label"] for r in rows] == [r["label"] for r in plain]
+
+
+def test_shipped_nli_stages_chain_and_end_on_persona_rows(tmp_path: Path) -> None:
+    from rolecraft.train.discriminators import persona_nli_file, shipped_configs
+
+    configs = shipped_configs(tmp_path / "data", tmp_path / "runs")
+    nli = [c for c in configs if c.task == "nli"]
+    assert [Path(c.output_dir).name for c in nli] == ["nli-1", "nli-2", "nli-3", "nli-4"]
+    for before, after in zip(nli, nli[1:], strict=False):
+        assert Path(after.init_from) == Path(before.output_dir)
+    last = nli[-1]
+    assert persona_nli_file(tmp_path / "runs") in [Path(p) for p in last.train_files]
+    assert SOURCE in last.sources and last.premise_as == "reply"
