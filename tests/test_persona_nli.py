@@ -168,3 +168,40 @@ def test_shipped_nli_stages_chain_and_end_on_persona_rows(tmp_path: Path) -> Non
     last = nli[-1]
     assert persona_nli_file(tmp_path / "runs") in [Path(p) for p in last.train_files]
     assert SOURCE in last.sources and last.premise_as == "reply"
+
+
+def test_reproduce_runs_every_nli_stage_on_tiny_data(tmp_path: Path) -> None:
+    import torch
+
+    from rolecraft.discriminators import Discriminator
+    from rolecraft.train.discriminators import persona_nli_file, reproduce_shipped
+
+    data, runs = tmp_path / "data", tmp_path / "runs"
+    labels = ["entailment", "neutral", "contradiction"]
+    pairs = [
+        {"premise": f"A man walks {i} dogs in the park.", "hypothesis": f"Someone is outside with {i} animals.",
+         "label": labels[i % 3], "source": source, "split": "dev"}
+        for source in ("snli", "mnli", "dnli2024_bnc") for i in range(12)
+    ]  # fmt: skip
+    (data / "nli").mkdir(parents=True)
+    (data / "nli" / "nli_pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs), encoding="utf-8")
+    (data / "relevance").mkdir()
+    _grounding_file(data / "relevance" / "relevance_convai2_persona_valid.jsonl")
+    (data / "apc_alice").mkdir()
+    alice = [{"character": "Alice", "statement": "Alice plays the guitar.", "query": "What do you play?",
+              "response": "I play the guitar every day.", "label": "entailed"}]  # fmt: skip
+    (data / "apc_alice" / "Alice.nli.v2.json").write_text(json.dumps(alice), encoding="utf-8")
+
+    threads = torch.get_num_threads()
+    try:
+        results = reproduce_shipped(data, runs, tasks=("nli",), device="cpu")
+    finally:
+        torch.set_num_threads(threads)  # the stages set their own thread counts
+    assert persona_nli_file(runs).is_file()
+    for stage in ("nli-1", "nli-2", "nli-3", "nli-4"):
+        assert (runs / stage / "adapter.safetensors").is_file(), stage
+    record = json.loads((runs / "nli-4" / "training.json").read_text())
+    assert SOURCE in record["sources"] and SOURCE in record["non_commercial_sources"]
+    assert results["nli"]["eval"]  # Alice scored at the end
+    model = Discriminator.load(runs / "nli-4")
+    assert model.predict_proba(alice).shape == (1, 3)
