@@ -205,3 +205,25 @@ def test_reproduce_runs_every_nli_stage_on_tiny_data(tmp_path: Path) -> None:
     assert results["nli"]["eval"]  # Alice scored at the end
     model = Discriminator.load(runs / "nli-4")
     assert model.predict_proba(alice).shape == (1, 3)
+
+
+def test_hard_neutrals_pair_a_reply_with_a_similar_fact_of_another_persona(tmp_path: Path) -> None:
+    def rec(fact: str, label: int, response: str, dialog: str) -> dict:
+        return {"fact": fact, "question": "what do you do for fun ?", "label": label, "response": response,
+                "dialog": dialog, "turn": 1, "split": "valid"}  # fmt: skip
+
+    path = tmp_path / "g.jsonl"
+    rows = [
+        rec("i like to swim.", 1, "i swim every morning before work .", "a"),
+        rec("i work in a bank.", 0, "i swim every morning before work .", "a"),
+        rec("i like to ski.", 0, "i build model ships .", "b"),
+        rec("my favorite color is red.", 0, "i build model ships .", "b"),
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    plain = persona_nli_rows([path], negations=0.0)
+    hard = persona_nli_rows([path], negations=0.0, hard_neutrals=1.0)
+    (extra,) = [r for r in hard if r not in plain]
+    assert extra["label"] == "neutral" and extra["statement"].endswith("likes to ski.")
+    assert extra["response"] == "i swim every morning before work ."
+    # A fact of an exclusive kind is never a hard neutral: it would contradict, not leave neutral.
+    assert not any("color" in r["statement"] for r in hard if r["label"] == "neutral")

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..errors import RolecraftError
 from ..paths import atomic_write_bytes
 
@@ -230,14 +232,22 @@ def _read(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
 
 
 def persona_nli_rows(
-    paths: Sequence[str | Path], seed: int = 7, swaps: int = 2, negations: float = 0.3, compound: float = 0.0
+    paths: Sequence[str | Path],
+    seed: int = 7,
+    swaps: int = 2,
+    negations: float = 0.3,
+    compound: float = 0.0,
+    hard_neutrals: float = 0.0,
 ) -> list[dict[str, Any]]:
     """Canonical NLI rows (entailed / neutral / contradicted) from ConvAI2 grounding files.
 
     `swaps`: at most this many swapped-value contradictions per used fact. `negations`: the share of
     used facts that also give rows with a reply that denies the fact (see `_denials`). `compound`: the
     share of statements joined with a second fact of the persona that the reply does not touch, label
-    kept (a reply that expresses or contradicts one half of a statement still does so).
+    kept (a reply that expresses or contradicts one half of a statement still does so). `hard_neutrals`:
+    the share of used facts that also give a neutral row with a similar fact of another persona (same
+    topic, other content: "likes to swim" against a reply about skiing), so that sharing a topic with
+    the reply is not taken for entailment.
     """
     rng = random.Random(seed)
     rows = _read(paths)
@@ -246,6 +256,7 @@ def persona_nli_rows(
     by_turn: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
     for rec in rows:
         by_turn[(str(rec["dialog"]), int(rec["turn"]))].append(rec)
+    neighbours = _neighbours(sorted(set(facts))) if hard_neutrals > 0 else {}
     out = []
     said: dict[str, list[str]] = defaultdict(list)  # every reply of a dialogue, for small talk
     for (dialog, _), turn in sorted(by_turn.items()):
@@ -284,11 +295,42 @@ def persona_nli_rows(
                 if swap and swap[0] not in seen and _mentions(reply, swap[1]):
                     seen.add(swap[0])
                     out.append(row(swap[0], "contradicted"))
+            if hard_neutrals > 0 and rng.random() < hard_neutrals:
+                own = {r["fact"].strip().lower() for r in used}
+                near = [f for f in neighbours.get(fact, []) if f not in own and not _shares_words(f, reply)]
+                if near:
+                    out.append(row(near[0], "neutral"))
             if rng.random() < negations:
                 others = [r for r in said[dialog] if r != reply]
                 for statement, answer, label in _denials(fact, reply, others, rng):
                     out.append(row(statement, label, response=answer))
     return out
+
+
+def _neighbours(facts: list[str], k: int = 8) -> dict[str, list[str]]:
+    """Per fact, up to `k` other facts on a similar topic (MiniLM cosine 0.45-0.9), most similar first.
+
+    Facts of an exclusive kind are left out: a similar fact of that kind (another favourite colour)
+    would contradict a reply rather than leave it neutral.
+    """
+    from ..retrieval import embed
+
+    open_facts = [f for f in facts if not any(slot.pattern.match(f) for slot in _SLOTS)]
+    if len(open_facts) < 2:
+        return {}
+    vectors = embed(open_facts)
+    similarity = vectors @ vectors.T
+    out = {}
+    for i, fact in enumerate(open_facts):
+        order = np.argsort(-similarity[i])
+        out[fact] = [open_facts[j] for j in order if j != i and 0.45 <= similarity[i, j] < 0.9][:k]
+    return out
+
+
+def _shares_words(fact: str, reply: str) -> bool:
+    """Whether the reply repeats a content word of the fact (then it may well express it)."""
+    reply_words = {w[:5] for w in re.findall(r"[\w']+", reply.lower())}
+    return any(w[:5] in reply_words for w in re.findall(r"[\w']+", fact.lower()) if len(w) >= 4 and w not in _STOP)
 
 
 def build_persona_nli(
@@ -298,9 +340,10 @@ def build_persona_nli(
     swaps: int = 2,
     negations: float = 0.3,
     compound: float = 0.0,
+    hard_neutrals: float = 0.0,
 ) -> Path:
     """Write `persona_nli_rows` as JSON Lines to `output` (atomically); returns the path."""
-    rows = persona_nli_rows(paths, seed, swaps, negations, compound)
+    rows = persona_nli_rows(paths, seed, swaps, negations, compound, hard_neutrals)
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     output = Path(output)
     atomic_write_bytes(output, text.encode("utf-8"))
