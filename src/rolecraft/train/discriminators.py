@@ -84,6 +84,7 @@ RELEVANCE_LABEL_ALIASES = {
     "false": "irrelevant",
 }
 RELEVANCE_PERSONA_FILE = "relevance_convai2_persona_valid.jsonl"
+DEFAULT_RUNS = Path("runs") / "discriminators"  # where reproduce_shipped trains, relative to the working folder
 TWO_WAY_LABELS = {"not_entailment", "non-entailment", "not_entailed"}
 
 
@@ -710,16 +711,16 @@ def shipped_configs(
     the module docstring), then a pass where persona NLI rows made from the ConvAI2 grounding file
     (`rolecraft.train.persona_nli`: third-person facts against chat replies, with swapped values,
     denials, two-fact statements and same-topic neutrals) sit beside a smaller share of the general
-    sets. Dropped variants:
-    adding each general pair the other way round (learnt "first text long -> contradiction", or "reply
-    short -> contradiction"); a persona stage with twice the rows and more denials (dev macro-F1 0.90,
-    Alice 0.55: it learnt the synthetic patterns).
+    sets. Dropped variants: adding each general pair the other way round (learnt "first text long ->
+    contradiction", or "reply short -> contradiction"); a persona stage with twice the rows and more
+    denials (dev macro-F1 0.90, Alice 0.55: it learnt the synthetic patterns). The others tried are
+    listed in the shipped NLI model's training.json.
 
     Alice (the APC sample) is only scored after training. The MNLI rows whose text hashes into the
     held-out half are never trained on; `heldout` in metrics.json scores 2,000 of them.
     """
     data = Path(data_dir) if data_dir is not None else shared_data_dir()
-    root = Path(output_root) if output_root is not None else Path("runs") / "discriminators"
+    root = Path(output_root) if output_root is not None else DEFAULT_RUNS
     alice = data / "apc_alice"
     common: dict[str, Any] = {
         "epochs": 1.0,
@@ -855,8 +856,8 @@ def reproduce_shipped(
     `data_dir` defaults to ../shared/data beside the repository; runs go to `output_root` (default
     ./runs/discriminators: relevance, nli-1 to nli-4, and data/ for the derived persona NLI rows).
     With install=True the final models replace the package's shipped folders. A rerun is close to,
-    not bit-identical with, the shipped files: the relevance model was trained before the shuffled negatives drew their
-    anchors from every source. Measured on 2 CPU cores: relevance 463 s; NLI stages 1379 s,
+    not bit-identical with, the shipped files: the relevance model was trained before the shuffled
+    negatives drew their anchors from every source. Measured on 2 CPU cores: relevance 463 s; NLI stages 1379 s,
     2069 s, 694 s and 763 s (about 95 minutes in all, plus reading the data):
 
         HF_HUB_OFFLINE=1 nice -n 19 .venv/bin/python -c \
@@ -864,7 +865,7 @@ def reproduce_shipped(
     """
     results, final = {}, {}
     data = Path(data_dir) if data_dir is not None else shared_data_dir()
-    root = Path(output_root) if output_root is not None else Path("runs") / "discriminators"
+    root = Path(output_root) if output_root is not None else DEFAULT_RUNS
     if "nli" in tasks:
         build_persona_nli(
             [data / "relevance" / RELEVANCE_PERSONA_FILE], persona_nli_file(root), compound=0.5, hard_neutrals=0.5

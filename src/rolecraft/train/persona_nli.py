@@ -10,9 +10,12 @@ reply and say whether the reply used the fact. From them:
 - contradicted: the fact with its value swapped for another persona's value of the same kind
   ("my favorite color is blue" -> "... is red", "i live in ohio" -> "... in texas", an age, a job, a
   count), or with its attitude reversed ("i love cats" -> "hates cats"), against a reply that used the
-  original fact and names the value it swapped.
+  original fact and names the value it swapped; and, for a share of facts, a reply that denies the
+  fact among other small talk ("actually, i don't like cats").
 
-Facts become third-person statements about a made-up name, the way persona statements are written.
+Options add two-fact statements (`compound`) and same-topic facts of other personas as neutral rows
+(`hard_neutrals`). Facts become third-person statements about a made-up name, the way persona
+statements are written.
 
     build_persona_nli([".../relevance_convai2_persona_valid.jsonl"], "persona_nli.jsonl")
 """
