@@ -13,6 +13,7 @@ from rolecraft.train.discriminators import read_examples
 from rolecraft.train.persona_nli import (
     SOURCE,
     _denials,
+    _neighbours,
     _swapped,
     build_persona_nli,
     negate,
@@ -226,4 +227,5 @@ def test_hard_neutrals_pair_a_reply_with_a_similar_fact_of_another_persona(tmp_p
     assert extra["label"] == "neutral" and extra["statement"].endswith("likes to ski.")
     assert extra["response"] == "i swim every morning before work ."
     # A fact of an exclusive kind is never a hard neutral: it would contradict, not leave neutral.
-    assert not any("color" in r["statement"] for r in hard if r["label"] == "neutral")
+    near = _neighbours(["i like to swim.", "i like to ski.", "my favorite sport is swimming."])
+    assert near["i like to swim."] == ["i like to ski."] and "my favorite sport is swimming." not in near

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -219,3 +220,27 @@ def jsonable(cfg: Any) -> dict[str, Any]:
 def relative_parent(parent: Path, target: Path) -> str:
     """Sibling adapters are recorded by name, so a workspace can move without breaking the chain."""
     return parent.name if parent.resolve().parent == target.resolve().parent else str(parent.resolve())
+
+
+def read_records(path: Path) -> Iterator[tuple[str, Any]]:
+    """(position, object) pairs; the position names the line (JSONL) or the list item (JSON)."""
+    if not path.is_file():
+        raise RolecraftError(f"Training data file {path} does not exist.")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise RolecraftError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}.") from exc
+        if not isinstance(items, list):
+            raise RolecraftError(f"{path} must hold a JSON list of rows.")
+        for i, item in enumerate(items, 1):
+            yield f"item {i}", item
+        return
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield f"line {n}", json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise RolecraftError(f"{path}, line {n}: not valid JSON ({exc.msg}).") from exc

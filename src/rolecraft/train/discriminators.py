@@ -28,12 +28,11 @@ The shipped models are rebuilt with `reproduce_shipped()`; from a shell:
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import random
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ import torch
 from ..discriminators import TASK_LABELS, Discriminator, compute_dtype, default_device, shipped_dir
 from ..errors import RolecraftError
 from ..paths import atomic_write_bytes, atomic_write_json
+from .common import read_records
 from .persona_nli import SOURCE as PERSONA_SOURCE
 from .persona_nli import build_persona_nli
 
@@ -134,30 +134,6 @@ class Example:
         return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") / 2**64
 
 
-def _records(path: Path) -> Iterable[tuple[str, Any]]:
-    """(position, object) pairs; the position names the line (JSONL) or the list item (JSON)."""
-    if not path.is_file():
-        raise RolecraftError(f"Training data file {path} does not exist.")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json":
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise RolecraftError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}.") from exc
-        if not isinstance(items, list):
-            raise RolecraftError(f"{path} must hold a JSON list of rows.")
-        for i, item in enumerate(items, 1):
-            yield f"item {i}", item
-        return
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            yield f"line {n}", json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise RolecraftError(f"{path}, line {n}: not valid JSON ({exc.msg}).") from exc
-
-
 def _field(rec: dict[str, Any], key: str, where: str) -> str:
     value = rec.get(key)
     if value is None:
@@ -194,7 +170,7 @@ def read_examples(path: str | Path, task: str, premise_as: str = "reply") -> lis
     if task not in TASK_LABELS:
         raise RolecraftError(f"Unknown discriminator task {task!r}; expected one of {sorted(TASK_LABELS)}.")
     out: list[Example] = []
-    for pos, rec in _records(path):
+    for pos, rec in read_records(path):
         where = f"{path}, {pos}"
         if not isinstance(rec, dict):
             raise RolecraftError(f"{where}: each row must be a JSON object.")
@@ -778,10 +754,9 @@ def shipped_configs(
         premise_as="statement",
         **common,
     )
-    nli_2 = replace(
+    nli_2 = _next_stage(
         nli,
-        output_dir=root / "nli-2",
-        init_from=root / "nli-1",
+        root / "nli-2",
         seed=29,
         epochs=2.0,
         lr=4e-4,
@@ -800,10 +775,9 @@ def shipped_configs(
         eval_every=200,
         patience=6,
     )
-    nli_3 = replace(
+    nli_3 = _next_stage(
         nli_2,
-        output_dir=root / "nli-3",
-        init_from=root / "nli-2",
+        root / "nli-3",
         seed=31,
         epochs=1.0,
         max_minutes=45,
@@ -814,11 +788,10 @@ def shipped_configs(
     )
     # Stage 4: persona NLI rows made from the ConvAI2 grounding file (see rolecraft.train.persona_nli;
     # `reproduce_shipped` writes them to <output_root>/data) beside a smaller share of the general sets.
-    nli_4 = replace(
+    nli_4 = _next_stage(
         nli_3,
+        root / "nli-4",
         train_files=[data / "nli" / "nli_pairs.jsonl", persona_nli_file(root)],
-        output_dir=root / "nli-4",
-        init_from=root / "nli-3",
         sources=["snli", "mnli", "cad_snli", "dnli2024_bnc", "begin_v1", "conjnli", PERSONA_SOURCE],
         max_per_source={
             "snli": 2000,
@@ -827,8 +800,7 @@ def shipped_configs(
             "dnli2024_bnc": 2000,
             "begin_v1": 1000,
             "conjnli": 500,
-            PERSONA_SOURCE: 26565,
-        },
+        },  # the persona rows are all taken (a source with no cap)
         seed=37,
         lr=3e-4,
         max_minutes=22,
@@ -837,6 +809,11 @@ def shipped_configs(
         patience=5,
     )
     return [relevance, nli, nli_2, nli_3, nli_4]
+
+
+def _next_stage(before: TrainConfig, output_dir: Path, **changes: Any) -> TrainConfig:
+    """A training stage that starts from the weights `before` trains, with some settings changed."""
+    return replace(before, init_from=before.output_dir, output_dir=output_dir, **changes)
 
 
 def persona_nli_file(output_root: Path) -> Path:

@@ -23,7 +23,6 @@ statements are written.
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import re
 from collections import defaultdict
@@ -35,7 +34,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import RolecraftError
-from ..paths import atomic_write_bytes
+from .common import read_records
+from .pairs import write_jsonl
 
 SOURCE = "convai2_persona_nli"
 NAMES = (
@@ -217,19 +217,10 @@ def _slot_values(facts: Iterable[str]) -> dict[str, list[str]]:
 def _read(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
     rows = []
     for path in paths:
-        path = Path(path)
-        if not path.is_file():
-            raise RolecraftError(f"ConvAI2 grounding file {path} does not exist.")
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise RolecraftError(f"{path}, line {n}: not valid JSON ({exc.msg}).") from exc
+        for pos, rec in read_records(Path(path)):
             missing = {"fact", "question", "response", "label", "dialog", "turn"} - set(rec)
             if missing:
-                raise RolecraftError(f"{path}, line {n}: missing field(s) {', '.join(sorted(missing))}.")
+                raise RolecraftError(f"{path}, {pos}: missing field(s) {', '.join(sorted(missing))}.")
             rows.append(rec)
     return rows
 
@@ -346,8 +337,6 @@ def build_persona_nli(
     hard_neutrals: float = 0.0,
 ) -> Path:
     """Write `persona_nli_rows` as JSON Lines to `output` (atomically); returns the path."""
-    rows = persona_nli_rows(paths, seed, swaps, negations, compound, hard_neutrals)
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     output = Path(output)
-    atomic_write_bytes(output, text.encode("utf-8"))
+    write_jsonl(output, persona_nli_rows(paths, seed, swaps, negations, compound, hard_neutrals))
     return output
