@@ -13,9 +13,11 @@ from rolecraft.train.discriminators import read_examples
 from rolecraft.train.persona_nli import (
     SOURCE,
     _denials,
+    _exchanged,
     _neighbours,
     _swapped,
     build_persona_nli,
+    edit_reply,
     negate,
     persona_nli_rows,
     third_person,
@@ -32,6 +34,8 @@ from rolecraft.train.persona_nli import (
         ("i have three sisters.", "Mara has three sisters."),
         ("i watch tv and my cat sleeps.", "Mara watches tv and Mara's cat sleeps."),
         ("my favorite color is blue.", "Mara's favorite color is blue."),
+        ("i just had surgery.", "Mara just had surgery."),  # past forms keep their tense
+        ("i need glasses.", "Mara needs glasses."),  # "-eed" is not a past form
     ],
 )
 def test_facts_become_third_person_statements(fact: str, expected: str) -> None:
@@ -63,6 +67,9 @@ def test_swaps_change_one_value_of_an_exclusive_kind() -> None:
         ("i have been to paris.", "i have never been to paris"),
         ("my favorite color is blue.", "my favorite color is not blue"),
         ("i also study languages.", "i do not study languages"),
+        ("i was born in ohio.", "i was not born in ohio"),
+        ("i just had surgery.", None),  # not "i do not had surgery"
+        ("i used to work at a carnival.", None),
         ("i do not drive.", None),  # already negative
         ("horror movies are my favorites.", None),  # no simple shape to deny
     ],
@@ -79,6 +86,31 @@ def test_denials_label_each_direction() -> None:
     assert "not like cats" in answer.lower() or "don't like cats" in answer.lower()
     assert (denied2, original, label3) == ("i do not like cats", "cats are the best !", "contradicted")
     assert _denials("i never swim.", "true", [], random.Random(0)) == []
+
+
+def test_reply_edits_put_the_contradiction_in_the_reply() -> None:
+    rng = random.Random(0)
+    values = {"place:": ["ohio", "texas"], "job:": ["nurse", "engineer"]}
+    assert edit_reply("i live in ohio.", "Ohio is cold now.", values, rng) == ("i live in texas.", "Texas is cold now.")
+    assert edit_reply("i am a nurse.", "i work as a nurse .", values, rng) == (
+        "i am an engineer.",
+        "i work as an engineer .",
+    )
+    assert edit_reply("i love cats.", "i love my cats", values, rng) == ("i hate cats.", "i hate my cats")
+    assert edit_reply("i am very tall.", "being tall helps at basketball", values, rng) == (
+        "i am very short.",
+        "being short helps at basketball",
+    )
+    # The exchanged word must be in the reply, and a negation would make the edit mean something else.
+    assert edit_reply("i live in ohio.", "it is cold here", values, rng) is None
+    assert edit_reply("i am very tall.", "i am not tall at all", values, rng) is None
+    assert edit_reply("i read a lot.", "reading is fun", values, rng) is None  # nothing to exchange
+
+
+def test_exchanged_words() -> None:
+    assert _exchanged("i live in ohio.", "i live in new york.") == ("ohio", "new york")
+    assert _exchanged("i am a nurse.", "i am an engineer.") == ("a nurse", "an engineer")
+    assert _exchanged("i love cats", "i hate cats") == ("love", "hate")
 
 
 def _grounding_file(path: Path) -> Path:
@@ -125,6 +157,19 @@ def test_rows_cover_all_three_labels(tmp_path: Path) -> None:
         (f"{name}'s favorite color is red.", "blue , like the sea . what about you ?")
     ]
     assert all(r["source"] == SOURCE and r["query"] for r in rows)
+
+
+def test_reply_edit_rows_keep_the_statement_and_change_the_reply(tmp_path: Path) -> None:
+    plain = persona_nli_rows([_grounding_file(tmp_path / "g.jsonl")], negations=0.0)
+    rows = persona_nli_rows([_grounding_file(tmp_path / "g.jsonl")], negations=0.0, reply_edits=1.0)
+    name = rows[0]["character"]
+    added = [(r["statement"], r["response"], r["label"]) for r in rows if r not in plain]
+    # Only the first reply names its fact's value ("blue"); red is the other colour seen.
+    assert added == [
+        (f"{name}'s favorite color is blue.", "red , like the sea . what about you ?", "contradicted"),
+        (f"{name}'s favorite color is red.", "red , like the sea . what about you ?", "entailed"),
+    ]
+    assert len(rows) == len(plain) + 2
 
 
 def test_built_file_is_nli_training_data(tmp_path: Path) -> None:

@@ -77,6 +77,20 @@ _DISLIKES = re.compile(
     r"^i (?P<verb>hate|dislike|do not like|don't like|can't stand|cannot stand) (?P<rest>.+?)\s*[.!]?$"
 )
 _STOP = {"to", "the", "a", "an", "my", "and", "of", "in", "on", "at", "with", "for", "very", "much", "lot"}
+# Words whose opposite, put into a reply that used the fact, makes the reply say the other thing.
+_OPPOSITES = dict(
+    pair
+    for a, b in (
+        ("love", "hate"), ("loves", "hates"), ("enjoy", "hate"), ("tall", "short"), ("old", "young"),
+        ("big", "small"), ("large", "small"), ("fast", "slow"), ("early", "late"), ("always", "never"),
+        ("single", "married"), ("north", "south"), ("summer", "winter"), ("hot", "cold"), ("shy", "outgoing"),
+        ("quiet", "loud"), ("rich", "poor"), ("happy", "sad"), ("city", "countryside"),
+        ("introvert", "extrovert"), ("introverted", "extroverted"), ("morning", "night"),
+        ("mornings", "nights"), ("healthy", "unhealthy"), ("indoors", "outdoors"), ("lazy", "active"),
+    )
+    for pair in ((a, b), (b, a))
+)  # fmt: skip
+_NEGATION = re.compile(r"\b(?:not|never|no|nor|without|n't)\b|n't\b")
 
 
 def third_person(fact: str, name: str) -> str:
@@ -101,7 +115,14 @@ def third_person(fact: str, name: str) -> str:
     return text[:1].upper() + text[1:] + "."
 
 
+# Past forms stay as they are after "i" ("i just had surgery"), and a denial cannot put "do not" before them.
+_PAST = re.compile(r"^(?:\w+[^e]ed|had|was|were|did|went|got|made|took|gave|saw|came|grew|met|left|lost|won|"
+                   r"ran|began|broke|bought|built|caught|drove|felt|found|fought|kept|knew|led|spent|taught|wrote)$")
+
+
 def _conjugate(verb: str) -> str:
+    if _PAST.match(verb):
+        return verb
     if verb == "do":
         return "does"
     if verb == "go":
@@ -159,6 +180,51 @@ def _swapped(fact: str, values: dict[str, list[str]], rng: random.Random) -> tup
     return None
 
 
+def edit_reply(
+    fact: str, reply: str, values: dict[str, list[str]], rng: random.Random
+) -> tuple[str, str] | None:
+    """(the fact with one value or word exchanged, the reply that used the fact with the same exchange)
+    or None. The fact against the edited reply is a contradiction that sits in the reply, as in a
+    role-play reply that gives the persona another home town or the opposite taste; the edited fact
+    against the edited reply is entailed, so an edit is no sign of a contradiction in itself.
+
+    The exchange is a swapped value (`_swapped`) or a word of the fact with an opposite
+    (`_OPPOSITES`); it must occur in the reply, and replies with a negation are left alone (an
+    exchange under "not" would not reverse what they say).
+    """
+    if _NEGATION.search(reply.lower()) or _NEGATION.search(fact):
+        return None
+    swap = _swapped(fact, values, rng)
+    if swap is not None:
+        old, new = _exchanged(fact, swap[0])
+    else:
+        shared = sorted(set(re.findall(r"[a-z]+", fact)) & set(_OPPOSITES) & set(re.findall(r"[a-z]+", reply.lower())))
+        if not shared:
+            return None
+        old = rng.choice(shared)
+        new = _OPPOSITES[old]
+    pattern = re.compile(rf"\b{re.escape(old)}\b", re.IGNORECASE)
+    if not old or not pattern.search(reply):
+        return None
+
+    def same_case(m: re.Match[str]) -> str:
+        return new[:1].upper() + new[1:] if m.group(0)[:1].isupper() else new
+
+    return pattern.sub(new, fact), pattern.sub(same_case, reply)
+
+
+def _exchanged(before: str, after: str) -> tuple[str, str]:
+    """The words of `before` that `after` replaced: ("i live in ohio", "i live in new york") -> ("ohio", "new york")."""
+    a, b = before.rstrip(".!").split(), after.rstrip(".!").split()
+    start = 0
+    while start < min(len(a), len(b)) and a[start] == b[start]:
+        start += 1
+    end = 0
+    while end < min(len(a), len(b)) - start and a[-1 - end] == b[-1 - end]:
+        end += 1
+    return " ".join(a[start : len(a) - end]), " ".join(b[start : len(b) - end])
+
+
 def negate(fact: str) -> str | None:
     """ "i like cats." -> "i do not like cats" (first person kept); None for facts already negative
     or not of a simple "i <verb> ..." / "my ... is ..." shape."""
@@ -172,6 +238,9 @@ def negate(fact: str) -> str | None:
         (r"^(my [\w ]+?) (is|are|was|were)\b", r"\1 \2 not"),
         (r"^i (?:also |really |usually |often |always |just |still |sometimes )?([a-z]+)\b", r"i do not \1"),
     ):
+        m = re.match(pattern, text)
+        if m and m.lastindex and "do not" in replacement and _PAST.match(m.group(1)):
+            return None  # not "i do not had surgery"
         negated, n = re.subn(pattern, replacement, text, count=1)
         if n:
             return negated
@@ -232,6 +301,7 @@ def persona_nli_rows(
     negations: float = 0.3,
     compound: float = 0.0,
     hard_neutrals: float = 0.0,
+    reply_edits: float = 0.0,
 ) -> list[dict[str, Any]]:
     """Canonical NLI rows (entailed / neutral / contradicted) from ConvAI2 grounding files.
 
@@ -241,7 +311,8 @@ def persona_nli_rows(
     kept (a reply that expresses or contradicts one half of a statement still does so). `hard_neutrals`:
     the share of used facts that also give a neutral row with a similar fact of another persona (same
     topic, other content: "likes to swim" against a reply about skiing), so that sharing a topic with
-    the reply is not taken for entailment.
+    the reply is not taken for entailment. `reply_edits`: the share of used facts that also give the
+    two rows of `edit_reply` (the contradiction in the reply, the statement fixed).
     """
     rng = random.Random(seed)
     rows = _read(paths)
@@ -294,6 +365,11 @@ def persona_nli_rows(
                 near = [f for f in neighbours.get(fact, []) if f not in own and not _shares_words(f, reply)]
                 if near:
                     out.append(row(near[0], "neutral"))
+            if reply_edits > 0 and rng.random() < reply_edits:
+                edited = edit_reply(fact, reply, values, rng)
+                if edited:
+                    out.append(row(fact, "contradicted", response=edited[1]))
+                    out.append(row(edited[0], "entailed", response=edited[1]))
             if rng.random() < negations:
                 others = [r for r in said[dialog] if r != reply]
                 for statement, answer, label in _denials(fact, reply, others, rng):
@@ -335,8 +411,9 @@ def build_persona_nli(
     negations: float = 0.3,
     compound: float = 0.0,
     hard_neutrals: float = 0.0,
+    reply_edits: float = 0.0,
 ) -> Path:
     """Write `persona_nli_rows` as JSON Lines to `output` (atomically); returns the path."""
     output = Path(output)
-    write_jsonl(output, persona_nli_rows(paths, seed, swaps, negations, compound, hard_neutrals))
+    write_jsonl(output, persona_nli_rows(paths, seed, swaps, negations, compound, hard_neutrals, reply_edits))
     return output
