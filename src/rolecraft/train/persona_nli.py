@@ -90,7 +90,7 @@ _OPPOSITES = dict(
     )
     for pair in ((a, b), (b, a))
 )  # fmt: skip
-_NEGATION = re.compile(r"\b(?:not|never|no|nor|without|n't)\b|n't\b")
+_NEGATION = re.compile(r"\b(?:not|never|no|nor|without)\b|n't\b")
 
 
 def third_person(fact: str, name: str) -> str:
