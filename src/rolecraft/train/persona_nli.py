@@ -13,8 +13,9 @@ reply and say whether the reply used the fact. From them:
   original fact and names the value it swapped; and, for a share of facts, a reply that denies the
   fact among other small talk ("actually, i don't like cats").
 
-Options add two-fact statements (`compound`) and same-topic facts of other personas as neutral rows
-(`hard_neutrals`). Facts become third-person statements about a made-up name, the way persona
+Options add two-fact statements (`compound`), same-topic facts of other personas as neutral rows
+(`hard_neutrals`), and replies edited to say another value or the opposite (`reply_edits`).
+Facts become third-person statements about a made-up name, the way persona
 statements are written.
 
     build_persona_nli([".../relevance_convai2_persona_valid.jsonl"], "persona_nli.jsonl")
@@ -239,11 +240,11 @@ def negate(fact: str) -> str | None:
         (r"^i (?:also |really |usually |often |always |just |still |sometimes )?([a-z]+)\b", r"i do not \1"),
     ):
         m = re.match(pattern, text)
-        if m and m.lastindex and "do not" in replacement and _PAST.match(m.group(1)):
+        if not m:
+            continue
+        if m.lastindex and "do not" in replacement and _PAST.match(m.group(1)):
             return None  # not "i do not had surgery"
-        negated, n = re.subn(pattern, replacement, text, count=1)
-        if n:
-            return negated
+        return m.expand(replacement) + text[m.end() :]
     return None
 
 
