@@ -119,8 +119,9 @@ def test_shipped_models_keep_their_measured_alice_scores(apc_scorer: APCScorer, 
     alice = shared_data / "apc_alice"
     relevance = evaluate(apc_scorer.relevance, read_examples(alice / "Alice.relevance.json", "relevance"))
     nli = evaluate(apc_scorer.nli, read_examples(alice / "Alice.nli.v2.json", "nli"))
-    # Floors just under what the shipped models reach (AUC 0.90 with the cosine fusion, macro-F1 0.65;
-    # the targets were AUC 0.90 / macro-F1 0.75). The NLI model must also find some contradictions.
+    # Floors just under what the shipped models reach (AUC 0.900 with the cosine fusion, macro-F1 0.759
+    # with the calibration, in float32 and bfloat16 alike; the targets are AUC 0.90 / macro-F1 0.75).
+    # The NLI model must also find most of the contradictions it finds now (14 of 29).
     assert relevance["roc_auc"] >= 0.89
-    assert nli["macro_f1"] >= 0.62
-    assert nli["confusion"][2][2] >= 5
+    assert nli["macro_f1"] >= 0.74
+    assert nli["confusion"][2][2] >= 12

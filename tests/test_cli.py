@@ -109,3 +109,27 @@ def test_chat_once_answers_with_the_embedded_model(home: Path) -> None:
                        "--show-statements", "--home", str(home))
     assert code == 0, output
     assert "Mira Holloway:" in output and "•" in output
+
+
+def test_train_discriminators_calibrates_on_held_out_rows(tmp_path: Path) -> None:
+    labels = ["entailed", "neutral", "contradicted"]
+    rows = [
+        {"character": "Bo", "statement": f"Bo owns {i} cats.", "query": "Pets?",
+         "response": f"I have {i if i % 3 == 0 else i + 1} cats.", "label": labels[i % 3]}
+        for i in range(24)
+    ]  # fmt: skip
+    train_file, calibration_file = tmp_path / "train.jsonl", tmp_path / "held.jsonl"
+    train_file.write_text("".join(json.dumps(r) + "\n" for r in rows[:16]), encoding="utf-8")
+    calibration_file.write_text("".join(json.dumps(r) + "\n" for r in rows[16:]), encoding="utf-8")
+    out = tmp_path / "nli"
+    code, output = run("train", "discriminators", "--task", "nli", "--train", str(train_file),
+                       "--output", str(out), "--calibrate", str(calibration_file))  # fmt: skip
+    assert code == 0, output
+    assert json.loads((out / "metrics.json").read_text())["calibration"]["rows"] == 8
+    assert len(json.loads((out / "config.json").read_text())["calibration_weights"]) == 3
+    # Rows without every label: one message, a non-zero exit, nothing written.
+    calibration_file.write_text(json.dumps(rows[16]) + "\n", encoding="utf-8")
+    code, output = run("train", "discriminators", "--task", "nli", "--train", str(train_file),
+                       "--output", str(tmp_path / "bad"), "--calibrate", str(calibration_file))  # fmt: skip
+    assert code != 0 and "every NLI label" in output
+    assert not (tmp_path / "bad").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -127,14 +128,16 @@ def test_long_replies_are_judged_by_their_strongest_sentence(nli_model: Discrimi
     }
     windows = reply_windows(row["response"])
     assert len(windows) == 3
-    shipped = nli_model.config.nli_reply_windows
+    config = nli_model.config
+    shipped = (config.nli_reply_windows, config.calibration_weights)
     try:
-        nli_model.config.nli_reply_windows = True
+        config.calibration_weights = None  # the rule combines the probabilities before any calibration
+        config.nli_reply_windows = True
         (joined,) = nli_model.predict_proba([row])
-        nli_model.config.nli_reply_windows = False
+        config.nli_reply_windows = False
         parts = nli_model.predict_proba([{**row, "response": w} for w in windows])
     finally:
-        nli_model.config.nli_reply_windows = shipped
+        config.nli_reply_windows, config.calibration_weights = shipped
     con = parts[:, 2].max()
     ent = min(parts[:, 0].max(), 1 - con)  # contradiction first: agreement elsewhere cannot outweigh it
     np.testing.assert_allclose(joined, [ent, 1 - ent - con, con], atol=1e-5)
@@ -177,6 +180,61 @@ def test_only_relevance_fuses(nli_model: Discriminator) -> None:
         nli_model.fit_fusion(ROWS, ["relevant", "irrelevant", "relevant"])
     with pytest.raises(RolecraftError, match="Only a relevance"):
         nli_model.rank(["Alice plays the guitar."], "What do you play?")
+
+
+KOISHI_REPLIES = {
+    ("Koishi lives in Chireiden.", "Where do you live?"): (
+        "I live in Chireiden with my sister.", "I live in Hakurei Shrine!", "I like green tea."
+    ),
+    ("Koishi has a sister named Satori.", "Do you have siblings?"): (
+        "Yes, my sister Satori.", "No, I am an only child.", "I like to wander around."
+    ),
+    ("Koishi is a satori youkai.", "What are you?"): (
+        "I'm a satori youkai, of course!", "I am a human girl from the village.", "The weather is nice today."
+    ),
+}
+KOISHI_NLI = [
+    {"character": "Komeiji Koishi", "statement": statement, "query": query, "response": reply}
+    for (statement, query), replies in KOISHI_REPLIES.items()
+    for reply in replies
+]
+
+
+def test_nli_calibration_is_fitted_saved_and_used(tmp_path: Path) -> None:
+    model = Discriminator.pretrained("nli", dtype="float32")
+    model.config.calibration_weights = model.config.calibration_bias = None
+    raw = model.predict_proba(KOISHI_NLI)
+    # The identity calibration gives back the probabilities (up to the 1e-4 floor of the logs).
+    model.config.calibration_weights, model.config.calibration_bias = np.eye(3).tolist(), [0.0, 0.0, 0.0]
+    np.testing.assert_allclose(model.predict_proba(KOISHI_NLI), raw, atol=1e-3)
+    # Labels that exchange "entailed" and "contradicted": the calibration must learn the exchange.
+    predicted = raw.argmax(axis=1)
+    assert set(predicted.tolist()) == {0, 1, 2}, "the rows should cover every label before calibration"
+    exchanged = [model.labels[{0: 2, 1: 1, 2: 0}[int(i)]] for i in predicted]
+    fitted = model.fit_calibration(KOISHI_NLI, exchanged)
+    assert fitted["rows"] == len(KOISHI_NLI) and np.shape(fitted["weights"]) == (3, 3)
+    calibrated = model.predict_proba(KOISHI_NLI)
+    assert [model.labels[i] for i in calibrated.argmax(axis=1)] == exchanged
+    np.testing.assert_allclose(calibrated.sum(axis=1), 1.0, atol=1e-5)
+    model.save(tmp_path / "calibrated")
+    again = Discriminator.load(tmp_path / "calibrated")
+    np.testing.assert_allclose(again.predict_proba(KOISHI_NLI), calibrated, atol=1e-3)
+    with pytest.raises(RolecraftError, match="every label"):
+        model.fit_calibration(KOISHI_NLI[:2], ["entailed", "neutral"])
+
+
+def test_only_nli_is_calibrated(relevance_model: Discriminator, tmp_path: Path) -> None:
+    with pytest.raises(RolecraftError, match="Only an NLI"):
+        relevance_model.fit_calibration(ROWS, ["relevant", "irrelevant", "relevant"])
+    with pytest.raises(RolecraftError, match="calibration_files only applies"):
+        TrainConfig(task="relevance", train_files=["x.jsonl"], output_dir="out", calibration_files=["y.jsonl"])
+    # Calibration rows without a contradiction stop the run before it trains (nothing is written).
+    rows = [{**row, "label": label} for row, label in zip(ROWS, ["entailed", "neutral", "entailed"], strict=True)]
+    data = write_jsonl(tmp_path / "rows.jsonl", rows)
+    config = TrainConfig(task="nli", train_files=[data], output_dir=tmp_path / "out", calibration_files=[data])
+    with pytest.raises(RolecraftError, match="every NLI label"):
+        train(config)
+    assert not (tmp_path / "out").exists()
 
 
 def test_dtype_choice() -> None:
@@ -296,6 +354,20 @@ def test_tiny_training_run_writes_a_loadable_model(tmp_path: Path) -> None:
     assert metrics["steps"] == 2
     saved = json.loads((tmp_path / "model" / "metrics.json").read_text())
     assert saved["dev"]["n"] == 8
+    assert saved["calibration"] is None
     assert json.loads((tmp_path / "model" / "training.json").read_text())["sources"]["train"]["rows"] == 32
     model = Discriminator.load(tmp_path / "model")
     assert model.predict_proba(rows[:2]).shape == (2, 3)
+
+    # A second stage from that model, calibrated on rows of another file.
+    calibration = write_jsonl(tmp_path / "calibration.jsonl", [{**r, "source": "held"} for r in rows[:12]])
+    metrics = train(replace(config, init_from=tmp_path / "model", output_dir=tmp_path / "calibrated",
+                            calibration_files=[calibration]))  # fmt: skip
+    assert metrics["calibration"]["rows"] == 12
+    assert metrics["calibration"]["dev_macro_f1_after"] is not None
+    record = json.loads((tmp_path / "calibrated" / "training.json").read_text())
+    assert record["calibration_sources"]["held"]["rows"] == 12
+    assert Discriminator.load(tmp_path / "calibrated").config.calibration_weights is not None
+    # Training on from a calibrated model drops the calibration: it belonged to the old weights.
+    train(replace(config, init_from=tmp_path / "calibrated", output_dir=tmp_path / "again"))
+    assert Discriminator.load(tmp_path / "again").config.calibration_weights is None

@@ -220,7 +220,7 @@ def test_reproduce_runs_every_nli_stage_on_tiny_data(tmp_path: Path) -> None:
     import torch
 
     from rolecraft.discriminators import Discriminator
-    from rolecraft.train.discriminators import persona_nli_file, reproduce_shipped
+    from rolecraft.train.discriminators import calibration_file, persona_nli_file, reproduce_shipped
 
     data, runs = tmp_path / "data", tmp_path / "runs"
     labels = ["entailment", "neutral", "contradiction"]
@@ -233,6 +233,7 @@ def test_reproduce_runs_every_nli_stage_on_tiny_data(tmp_path: Path) -> None:
     (data / "nli" / "nli_pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs), encoding="utf-8")
     (data / "relevance").mkdir()
     _grounding_file(data / "relevance" / "relevance_convai2_persona_valid.jsonl")
+    _grounding_file(data / "relevance" / "relevance_convai2_persona_test.jsonl")  # the calibration rows
     (data / "apc_alice").mkdir()
     alice = [{"character": "Alice", "statement": "Alice plays the guitar.", "query": "What do you play?",
               "response": "I play the guitar every day.", "label": "entailed"}]  # fmt: skip
@@ -243,13 +244,17 @@ def test_reproduce_runs_every_nli_stage_on_tiny_data(tmp_path: Path) -> None:
         results = reproduce_shipped(data, runs, tasks=("nli",), device="cpu")
     finally:
         torch.set_num_threads(threads)  # the stages set their own thread counts
-    assert persona_nli_file(runs).is_file()
+    assert persona_nli_file(runs).is_file() and calibration_file(runs).is_file()
     for stage in ("nli-1", "nli-2", "nli-3", "nli-4"):
         assert (runs / stage / "adapter.safetensors").is_file(), stage
     record = json.loads((runs / "nli-4" / "training.json").read_text())
     assert SOURCE in record["sources"] and SOURCE in record["non_commercial_sources"]
+    assert SOURCE in record["calibration_sources"]
     assert results["nli"]["eval"]  # Alice scored at the end
+    assert results["nli"]["calibration"]["rows"] == sum(1 for _ in calibration_file(runs).open())
     model = Discriminator.load(runs / "nli-4")
+    assert model.config.calibration_weights is not None  # only the last stage is calibrated
+    assert Discriminator.load(runs / "nli-3").config.calibration_weights is None
     assert model.predict_proba(alice).shape == (1, 3)
 
 

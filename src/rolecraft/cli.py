@@ -241,6 +241,8 @@ def train_discriminators(
     init_from: Annotated[str | None, typer.Option(help="'shipped' or a model folder to start from")] = None,
     epochs: Annotated[float, typer.Option(help="Passes over the training rows")] = 1.0,
     max_minutes: Annotated[float | None, typer.Option(help="Stop after this many minutes")] = None,
+    calibrate: Annotated[list[Path] | None, typer.Option(help="NLI: JSONL rows to calibrate the trained model "
+                                                         "on (rows it did not train on); repeatable")] = None,
     reproduce: Annotated[bool, typer.Option(help="Retrain the shipped models from ../shared/data")] = False,
     install: Annotated[bool, typer.Option(help="With --reproduce: replace the shipped models")] = False,
 ) -> None:
@@ -255,7 +257,8 @@ def train_discriminators(
     if not task or not train_file or not output:
         raise RolecraftError("--task, --train and --output are needed (or --reproduce)")
     metrics = train(TrainConfig(task=task, train_files=list(train_file), output_dir=output, dev_file=dev_file,
-                                init_from=init_from, epochs=epochs, max_minutes=max_minutes))
+                                init_from=init_from, epochs=epochs, max_minutes=max_minutes,
+                                calibration_files=list(calibrate or [])))
     out.print(f"Saved to {output}; dev metrics: {metrics.get('dev')}", highlight=False)
 
 

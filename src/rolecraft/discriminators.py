@@ -25,6 +25,11 @@ it may express or break a statement while the rest is small talk. A reply of sev
 therefore judged as a whole and sentence by sentence. P(contradicted) is the largest over these
 windows, and P(entailed) the largest too but at most 1 - P(contradicted): one sentence that breaks a
 statement breaks the reply, however much of the rest agrees with it. P(neutral) is what remains.
+
+NLI calibration (`calibration_weights`, `calibration_bias`): a model trained mostly on general NLI
+pairs is too shy of "contradicted" on chatty persona replies, where a contradiction hides in one
+detail. The final probabilities p (after the windows) become softmax(W log p + b), a 3x3 matrix and
+3 biases fitted by `fit_calibration` on labelled persona rows that the model was not trained on.
 """
 
 from __future__ import annotations
@@ -134,6 +139,9 @@ class DiscriminatorConfig:
     cross_weight: float = 1.0
     cosine_weight: float = 0.0
     fusion_bias: float = 0.0
+    # NLI only: the calibration of the final probabilities (see the module docstring); None: none.
+    calibration_weights: list[list[float]] | None = None
+    calibration_bias: list[float] | None = None
 
     def __post_init__(self) -> None:
         _check_task(self.task)
@@ -377,8 +385,9 @@ class Discriminator(nn.Module):
     ) -> np.ndarray:
         """Probabilities (n_rows x n_labels, columns in `labels` order); rows are batched by length."""
         rows = list(rows)
-        if self.task == "nli" and self.config.nli_reply_windows and rows:
-            return self._predict_windows(rows, batch_size, show_progress)
+        if self.task == "nli":
+            proba = self._predict_nli(rows, batch_size, show_progress)
+            return self._calibrated(proba) if self.config.calibration_weights else proba
         proba = self._predict_rows(rows, batch_size, show_progress)
         if self.task == "relevance" and self.config.cosine_weight and rows:
             relevant = self.config.labels.index("relevant")
@@ -427,6 +436,38 @@ class Discriminator(nn.Module):
         w = _logistic_regression(features, y)
         self.config.cross_weight, self.config.cosine_weight, self.config.fusion_bias = (float(v) for v in w)
         return {"cross_weight": float(w[0]), "cosine_weight": float(w[1]), "fusion_bias": float(w[2])}
+
+    def fit_calibration(
+        self, rows: Sequence[Row], labels: Sequence[str], show_progress: bool = False
+    ) -> dict[str, Any]:
+        """Fit the NLI calibration on labelled rows (each label weighted alike, whatever its count);
+        returns the weights and the number of rows."""
+        if self.task != "nli":
+            raise RolecraftError("Only an NLI discriminator is calibrated.")
+        names = self.config.labels
+        unknown = sorted(set(labels) - set(names))
+        if unknown or len(set(labels)) < len(names):
+            raise RolecraftError(f"Calibration needs rows of every label in {names}; got {sorted(set(labels))}.")
+        y = np.array([names.index(label) for label in labels])
+        proba = self._predict_nli(list(rows), 64, show_progress)
+        w = _softmax_regression(_calibration_features(proba), y, len(names))
+        self.config.calibration_weights = w[:, :-1].tolist()
+        self.config.calibration_bias = w[:, -1].tolist()
+        return {"weights": self.config.calibration_weights, "bias": self.config.calibration_bias, "rows": len(y)}
+
+    def _calibrated(self, proba: np.ndarray) -> np.ndarray:
+        w = np.asarray(self.config.calibration_weights, dtype=np.float64)
+        b = np.asarray(self.config.calibration_bias, dtype=np.float64)
+        z = _calibration_features(proba)[:, :-1] @ w.T + b
+        z -= z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    def _predict_nli(self, rows: list[Row], batch_size: int, show_progress: bool) -> np.ndarray:
+        """NLI probabilities before calibration (sentence windows when configured)."""
+        if self.config.nli_reply_windows and rows:
+            return self._predict_windows(rows, batch_size, show_progress)
+        return self._predict_rows(rows, batch_size, show_progress)
 
     def _predict_windows(self, rows: list[Row], batch_size: int, show_progress: bool) -> np.ndarray:
         """NLI with each reply also split into sentences; the largest P(contradicted) wins, then P(entailed)."""
@@ -545,6 +586,40 @@ def _logistic_regression(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, steps: 
         gradient = x.T @ (p - y) / len(y) + l2 * w
         hessian = (x.T * (p * (1 - p))) @ x / len(y) + l2 * np.eye(len(w))
         step = np.linalg.solve(hessian, gradient)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return w
+
+
+def _calibration_features(proba: np.ndarray) -> np.ndarray:
+    """log p per label (floored at 1e-4: windowed probabilities can be exactly 0) and a column of ones."""
+    logs = np.log(np.clip(np.asarray(proba, dtype=np.float64), 1e-4, 1.0))
+    return np.column_stack([logs, np.ones(len(logs))])
+
+
+def _softmax_regression(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float = 1e-3, steps: int = 50) -> np.ndarray:
+    """Newton's method for a small multinomial logistic regression with balanced class weights
+    (x already holds a column of ones); returns the (n_classes x n_features) weights."""
+    n, d = x.shape
+    counts = np.bincount(y, minlength=n_classes)
+    sample_w = (n / (n_classes * counts))[y] / n
+    onehot = np.eye(n_classes)[y]
+    w = np.zeros((n_classes, d))
+    for _ in range(steps):
+        z = x @ w.T
+        z -= z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(axis=1, keepdims=True)
+        gradient = ((p - onehot) * sample_w[:, None]).T @ x + l2 * w
+        # Hessian block (j, k): sum_i w_i p_ij (delta_jk - p_ik) x_i x_i^T
+        hessian = np.zeros((n_classes * d, n_classes * d))
+        for j in range(n_classes):
+            for k in range(n_classes):
+                c = sample_w * p[:, j] * ((j == k) - p[:, k])
+                hessian[j * d : (j + 1) * d, k * d : (k + 1) * d] = (x.T * c) @ x
+        hessian += l2 * np.eye(n_classes * d)
+        step = np.linalg.solve(hessian, gradient.ravel()).reshape(n_classes, d)
         w -= step
         if np.abs(step).max() < 1e-8:
             break
