@@ -433,7 +433,9 @@ class Discriminator(nn.Module):
         features = np.column_stack(
             [cross_logit(self._predict_rows(list(rows), 64, False)[:, relevant]), self.cosine(rows), np.ones(len(y))]
         )
-        w = _logistic_regression(features, y)
+        # Two-class softmax regression: the relevant row minus the irrelevant row is the logistic weight.
+        both = _softmax_regression(features, y.astype(int), 2, balanced=False)
+        w = both[1] - both[0]
         self.config.cross_weight, self.config.cosine_weight, self.config.fusion_bias = (float(v) for v in w)
         return {"cross_weight": float(w[0]), "cosine_weight": float(w[1]), "fusion_bias": float(w[2])}
 
@@ -578,32 +580,20 @@ def cross_logit(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
-def _logistic_regression(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, steps: int = 50) -> np.ndarray:
-    """Newton's method for a small logistic regression (x already holds a column of ones)."""
-    w = np.zeros(x.shape[1])
-    for _ in range(steps):
-        p = 1.0 / (1.0 + np.exp(-(x @ w)))
-        gradient = x.T @ (p - y) / len(y) + l2 * w
-        hessian = (x.T * (p * (1 - p))) @ x / len(y) + l2 * np.eye(len(w))
-        step = np.linalg.solve(hessian, gradient)
-        w -= step
-        if np.abs(step).max() < 1e-8:
-            break
-    return w
-
-
 def _calibration_features(proba: np.ndarray) -> np.ndarray:
     """log p per label (floored at 1e-4: windowed probabilities can be exactly 0) and a column of ones."""
     logs = np.log(np.clip(np.asarray(proba, dtype=np.float64), 1e-4, 1.0))
     return np.column_stack([logs, np.ones(len(logs))])
 
 
-def _softmax_regression(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float = 1e-3, steps: int = 50) -> np.ndarray:
-    """Newton's method for a small multinomial logistic regression with balanced class weights
-    (x already holds a column of ones); returns the (n_classes x n_features) weights."""
+def _softmax_regression(
+    x: np.ndarray, y: np.ndarray, n_classes: int, balanced: bool = True, l2: float = 1e-3, steps: int = 50
+) -> np.ndarray:
+    """Newton's method for a small multinomial logistic regression (x already holds a column of ones),
+    each class weighted alike when `balanced`; returns the (n_classes x n_features) weights."""
     n, d = x.shape
     counts = np.bincount(y, minlength=n_classes)
-    sample_w = (n / (n_classes * counts))[y] / n
+    sample_w = (n / (n_classes * counts))[y] / n if balanced else np.full(n, 1.0 / n)
     onehot = np.eye(n_classes)[y]
     w = np.zeros((n_classes, d))
     for _ in range(steps):
